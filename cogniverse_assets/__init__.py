@@ -1,0 +1,1 @@
+"""Cogniverse auto-optimization: Dagster assets, sensors and the routing modules they optimize."""

@@ -1,0 +1,172 @@
+"""Tenant configuration store: SQLite by default, Redis when ``CONFIG_STORE_URL=redis://...``.
+
+Both backends store each tenant's ``RoutingConfig`` as JSON and validate it on the way in and out,
+so a hand-edited bad record fails loudly instead of steering the pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from abc import ABC, abstractmethod
+from contextlib import closing
+from pathlib import Path
+from urllib.parse import urlparse
+
+import dagster as dg
+from pydantic import Field
+
+from cogniverse_resources.paths import data_dir
+from cogniverse_resources.tenant import RoutingConfig, validate_tenant_id
+
+
+class TenantNotFound(KeyError):
+    def __str__(self) -> str:
+        return f"unknown tenant {self.args[0]!r} (add it with `cogniverse tenants add {self.args[0]}`)"
+
+
+class TenantConfigStore(ABC):
+    """Where tenants and their settings live."""
+
+    @abstractmethod
+    def _read(self, tenant_id: str) -> str | None: ...
+
+    @abstractmethod
+    def _write(self, tenant_id: str, payload: str) -> None: ...
+
+    @abstractmethod
+    def tenant_ids(self) -> list[str]:
+        """All tenant ids, sorted."""
+
+    def get(self, tenant_id: str) -> RoutingConfig:
+        validate_tenant_id(tenant_id)
+        payload = self._read(tenant_id)
+        if payload is None:
+            raise TenantNotFound(tenant_id)
+        return RoutingConfig.model_validate_json(payload)
+
+    def exists(self, tenant_id: str) -> bool:
+        return self._read(validate_tenant_id(tenant_id)) is not None
+
+    def put(self, config: RoutingConfig) -> RoutingConfig:
+        config = RoutingConfig.model_validate(config.model_dump())
+        self._write(config.tenant_id, config.model_dump_json())
+        return config
+
+    def add(self, tenant_id: str, **settings: object) -> RoutingConfig:
+        if self.exists(tenant_id):
+            raise ValueError(f"tenant {tenant_id!r} already exists")
+        return self.put(RoutingConfig(tenant_id=tenant_id, **settings))
+
+    def update(self, tenant_id: str, **settings: object) -> RoutingConfig:
+        current = self.get(tenant_id)
+        return self.put(RoutingConfig.model_validate({**current.model_dump(), **settings}))
+
+    def list(self) -> list[RoutingConfig]:
+        return [self.get(tenant_id) for tenant_id in self.tenant_ids()]
+
+    def active_tenant_ids(self) -> list[str]:
+        return [config.tenant_id for config in self.list() if config.enable_auto_optimization]
+
+
+class SQLiteConfigStore(TenantConfigStore):
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as conn, conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS tenants (tenant_id TEXT PRIMARY KEY, config TEXT NOT NULL, updated_at REAL NOT NULL)"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        # WAL lets the sensor read while the CLI writes.
+        conn = sqlite3.connect(self.path, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        return conn
+
+    def _read(self, tenant_id: str) -> str | None:
+        with closing(self._connect()) as conn:
+            row = conn.execute("SELECT config FROM tenants WHERE tenant_id = ?", (tenant_id,)).fetchone()
+        return row[0] if row else None
+
+    def _write(self, tenant_id: str, payload: str) -> None:
+        with closing(self._connect()) as conn, conn:
+            conn.execute(
+                "INSERT INTO tenants (tenant_id, config, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(tenant_id) DO UPDATE SET config = excluded.config, updated_at = excluded.updated_at",
+                (tenant_id, payload, time.time()),
+            )
+
+    def tenant_ids(self) -> list[str]:
+        with closing(self._connect()) as conn:
+            return [row[0] for row in conn.execute("SELECT tenant_id FROM tenants ORDER BY tenant_id")]
+
+    def __repr__(self) -> str:
+        return f"SQLiteConfigStore({self.path})"
+
+
+class RedisConfigStore(TenantConfigStore):
+    def __init__(self, url: str, namespace: str = "cogniverse"):
+        import redis
+
+        self.client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10)
+        self.namespace = namespace
+        self._safe_url = _redact(url)
+
+    def _key(self, tenant_id: str) -> str:
+        return f"{self.namespace}:tenant:{tenant_id}"
+
+    def _read(self, tenant_id: str) -> str | None:
+        return self.client.get(self._key(tenant_id))
+
+    def _write(self, tenant_id: str, payload: str) -> None:
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.set(self._key(tenant_id), payload)
+            pipe.sadd(f"{self.namespace}:tenants", tenant_id)
+            pipe.execute()
+
+    def tenant_ids(self) -> list[str]:
+        return sorted(self.client.smembers(f"{self.namespace}:tenants"))
+
+    def __repr__(self) -> str:
+        return f"RedisConfigStore({self._safe_url})"
+
+
+def _redact(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@")
+    return url
+
+
+def default_store_path() -> Path:
+    return data_dir() / "config.sqlite"
+
+
+def open_config_store(url: str | None = None) -> TenantConfigStore:
+    """The store named by ``url`` or ``CONFIG_STORE_URL``; SQLite under the data folder if neither."""
+    url = url if url is not None else os.environ.get("CONFIG_STORE_URL", "")
+    if not url:
+        return SQLiteConfigStore(default_store_path())
+    scheme = urlparse(url).scheme
+    if scheme in ("redis", "rediss", "unix"):
+        namespace = os.environ.get("CONFIG_STORE_NAMESPACE", "cogniverse")
+        return RedisConfigStore(url, namespace=namespace)
+    if scheme == "sqlite":
+        return SQLiteConfigStore(Path(urlparse(url).path))
+    raise ValueError(f"unsupported CONFIG_STORE_URL scheme {scheme!r}: use redis://..., rediss://... or sqlite:///path")
+
+
+def dump_config(config: RoutingConfig) -> str:
+    return json.dumps(config.model_dump(), indent=2, sort_keys=True)
+
+
+class ConfigStoreResource(dg.ConfigurableResource):
+    """Dagster handle on the tenant config store (``CONFIG_STORE_URL``; SQLite if unset)."""
+
+    url: str = Field(default_factory=lambda: os.environ.get("CONFIG_STORE_URL", ""), description="redis://... or sqlite:///...; empty = embedded SQLite")
+
+    def store(self) -> TenantConfigStore:
+        return open_config_store(self.url)

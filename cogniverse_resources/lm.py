@@ -1,0 +1,96 @@
+"""Language models for the routers, the optimizers and the synthetic-data generator.
+
+Two roles, each one LiteLLM model string, swapped by environment variables without code changes:
+
+- student (``ROUTER_OPTIMIZER_STUDENT_MODEL`` / ``_KEY`` / ``_API_BASE``): runs the routing modules.
+- teacher (``ROUTER_OPTIMIZER_TEACHER_MODEL`` / ``_KEY`` / ``_API_BASE``): bootstraps demos, proposes
+  instructions (MIPROv2), reflects (GEPA), writes synthetic queries. Defaults to the student.
+
+Unset, both are the embedded local model served by the stack (``cogniverse stack up``). The local
+model is small, so its answers are constrained by llama.cpp to the JSON schema derived from each
+DSPy signature (``LlamaCppJSONAdapter``): with Literal output types an answer always parses and
+always names a canonical label. Hosted models use DSPy's ``JSONAdapter`` (native structured output).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm must not fetch a price map
+
+import dagster as dg
+import dspy
+from dspy.adapters.json_adapter import _get_structured_outputs_response_format
+from pydantic import Field
+
+from cogniverse_resources.stack import LOCAL_MODEL_ALIAS, local_lm_api_base
+
+LOCAL_MODEL = f"openai/{LOCAL_MODEL_ALIAS}"
+LOCAL_API_KEY = "local"
+
+
+class LlamaCppJSONAdapter(dspy.JSONAdapter):
+    """JSONAdapter whose response format carries the signature's JSON schema in llama.cpp's form.
+
+    llama.cpp's OpenAI server turns ``{"type": "json_object", "schema": ...}`` into a grammar, so
+    generation cannot leave the schema (Literal fields become enums).
+    """
+
+    def _prepare_response_format(self, lm, lm_kwargs, signature):  # noqa: ANN001 - DSPy's hook
+        schema = _get_structured_outputs_response_format(signature).model_json_schema()
+        lm_kwargs["response_format"] = {"type": "json_object", "schema": schema}
+
+
+def _env(role: str, suffix: str) -> str | None:
+    return os.environ.get(f"ROUTER_OPTIMIZER_{role}_{suffix}") or None
+
+
+class LanguageModelResource(dg.ConfigurableResource):
+    """Student and teacher LMs by LiteLLM model string; local llama.cpp server when unset."""
+
+    student_model: str = Field(default_factory=lambda: _env("STUDENT", "MODEL") or LOCAL_MODEL)
+    student_api_base: str | None = Field(default_factory=lambda: _env("STUDENT", "API_BASE"))
+    student_api_key: str | None = Field(default_factory=lambda: _env("STUDENT", "KEY"))
+    teacher_model: str | None = Field(default_factory=lambda: _env("TEACHER", "MODEL"))
+    teacher_api_base: str | None = Field(default_factory=lambda: _env("TEACHER", "API_BASE"))
+    teacher_api_key: str | None = Field(default_factory=lambda: _env("TEACHER", "KEY"))
+    max_tokens: int = 256
+    temperature: float = 0.0
+    num_retries: int = 3
+
+    def _build(self, model: str, api_base: str | None, api_key: str | None, **overrides) -> dspy.LM:
+        local = model == LOCAL_MODEL
+        kwargs: dict[str, object] = {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "num_retries": self.num_retries,
+            # Each process keeps its own in-memory cache only: the on-disk cache is shared state
+            # that parallel Dagster steps of different tenants must not race on.
+            "cache": False,
+        }
+        if local:
+            kwargs["api_base"] = api_base or local_lm_api_base()
+            kwargs["api_key"] = api_key or LOCAL_API_KEY
+        else:
+            if api_base:
+                kwargs["api_base"] = api_base
+            if api_key:
+                kwargs["api_key"] = api_key
+        kwargs.update(overrides)
+        # engine="litellm": DSPy's built-in OpenAI client sends max_completion_tokens, which
+        # llama.cpp's server ignores (runaway generation).
+        return dspy.LM(model, engine="litellm", **kwargs)
+
+    def student(self, **overrides) -> dspy.LM:
+        return self._build(self.student_model, self.student_api_base, self.student_api_key, **overrides)
+
+    def teacher(self, **overrides) -> dspy.LM:
+        if not self.teacher_model:
+            return self.student(**overrides)
+        return self._build(self.teacher_model, self.teacher_api_base, self.teacher_api_key, **overrides)
+
+    def is_local(self) -> bool:
+        return self.student_model == LOCAL_MODEL
+
+    def adapter(self) -> dspy.Adapter:
+        return LlamaCppJSONAdapter() if self.is_local() else dspy.JSONAdapter()

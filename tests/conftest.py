@@ -1,0 +1,103 @@
+"""Real parts for the tests: a session-scoped ``phoenix serve`` (SQLite in a temp dir), a Redis
+server, and — for tests marked ``lm`` — the local LM server. All started by the project's own
+stack code on free ports, so a developer's running stack is never touched."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from cogniverse_resources import stack  # noqa: E402
+from cogniverse_resources.phoenix import PhoenixResource  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_data_dir(tmp_path_factory) -> Path:
+    """Every test session gets its own data folder (config store, run files, artifacts)."""
+    path = tmp_path_factory.mktemp("cogniverse-data")
+    previous = {key: os.environ.get(key) for key in ("COGNIVERSE_DATA_DIR", "CONFIG_STORE_URL")}
+    os.environ["COGNIVERSE_DATA_DIR"] = str(path)
+    os.environ.pop("CONFIG_STORE_URL", None)
+    # The model is large and immutable: share the developer's verified copy when there is one.
+    shared_model = stack.REPO_ROOT / ".cogniverse" / "models" / stack.LOCAL_MODEL_FILE
+    os.environ.setdefault("COGNIVERSE_LM_MODEL_PATH", str(shared_model))
+    yield path
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def phoenix(tmp_path_factory, isolated_data_dir) -> PhoenixResource:
+    """A real Phoenix server for the whole session."""
+    root = tmp_path_factory.mktemp("phoenix")
+    port, grpc_port = stack.free_port(), stack.free_port()
+    service = stack.phoenix_service(working_dir=root / "working", port=port, grpc_port=grpc_port, directory=root)
+    service.start()
+    endpoint = stack.phoenix_url(port)
+    os.environ["PHOENIX_ENDPOINT"] = endpoint
+    try:
+        yield PhoenixResource(endpoint=endpoint)
+    finally:
+        os.environ.pop("PHOENIX_ENDPOINT", None)
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> str:
+    """``COGNIVERSE_TEST_REDIS_URL``, else a private redis-server on a free port."""
+    url = os.environ.get("COGNIVERSE_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    binary = shutil.which("redis-server")
+    if not binary:
+        pytest.skip("no Redis: set COGNIVERSE_TEST_REDIS_URL or install redis-server")
+    port = stack.free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    import redis
+
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise
+            time.sleep(0.1)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def local_lm(tmp_path_factory):
+    """The real local LM server (Qwen2.5-Coder-0.5B GGUF via llama.cpp); returns its api_base."""
+    model = stack.ensure_local_model()
+    root = tmp_path_factory.mktemp("lm")
+    port = stack.free_port()
+    service = stack.lm_service(port=port, directory=root, model_path=model)
+    service.start()
+    try:
+        yield stack.local_lm_api_base(port)
+    finally:
+        service.stop()
