@@ -91,7 +91,8 @@ def emit_traffic(
     tracer = RoutingTracer(phoenix, tenant_id)
     phoenix.ensure_project(tenant_id)
     feedback: list[Feedback] = []
-    spans = errors = 0
+    span_ids: list[str] = []
+    errors = 0
     started = time.monotonic()
     for _ in tqdm(range(n), desc=f"traffic {tenant_id}", unit="req", disable=not progress):
         row = rng.choice(pool)
@@ -119,7 +120,7 @@ def emit_traffic(
                     error="agent call failed" if failed else None,
                 )
                 span_id = tracer.record(decision)
-                spans += 1
+                span_ids.append(span_id)
                 errors += failed
                 if rng.random() < feedback_rate:
                     human = rng.random() < HUMAN_SHARE
@@ -131,6 +132,9 @@ def emit_traffic(
                             score=1.0 if human else round(rng.uniform(0.6, 0.95), 3),
                         )
                     )
-    annotated = tracer.annotate(feedback)
+    # Return only once everything is queryable, so callers (and the sensor) see what was sent.
+    tracer.flush()
+    phoenix.wait_for_spans(tenant_id, span_ids, timeout_s=120 + len(span_ids) / 50)
+    annotated = tracer.annotate(feedback, spans_ingested=True)
     tracer.shutdown()
-    return TrafficReport(tenant_id, n, spans, annotated, errors, time.monotonic() - started)
+    return TrafficReport(tenant_id, n, len(span_ids), annotated, errors, time.monotonic() - started)

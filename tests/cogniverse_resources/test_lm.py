@@ -1,0 +1,47 @@
+import dspy
+import pytest
+
+from cogniverse_resources.lm import LOCAL_MODEL, LanguageModelResource, LlamaCppJSONAdapter
+from cogniverse_assets.demo_data import load_queries
+from cogniverse_assets.modules.registry import ROUTING_MODULES
+
+
+class _FakeLM:
+    supported_params = {"response_format"}
+    supports_response_schema = False
+
+
+@pytest.mark.parametrize("spec", ROUTING_MODULES.values(), ids=lambda spec: spec.name)
+def test_adapter_sends_the_signature_schema_in_llama_cpp_form(spec):
+    kwargs: dict = {}
+    LlamaCppJSONAdapter()._prepare_response_format(_FakeLM(), kwargs, spec.signature)
+    response_format = kwargs["response_format"]
+    assert response_format["type"] == "json_object"
+    schema = response_format["schema"]
+    assert schema["properties"][spec.label_field]["enum"] == list(spec.labels)
+    assert spec.label_field in schema["required"]
+
+
+def test_models_are_chosen_by_environment(monkeypatch):
+    assert LanguageModelResource().student_model == LOCAL_MODEL
+    assert LanguageModelResource().is_local()
+    monkeypatch.setenv("ROUTER_OPTIMIZER_STUDENT_MODEL", "anthropic/claude-x")
+    monkeypatch.setenv("ROUTER_OPTIMIZER_TEACHER_MODEL", "openai/gpt-x")
+    monkeypatch.setenv("ROUTER_OPTIMIZER_TEACHER_KEY", "sk-test")
+    resource = LanguageModelResource()
+    assert not resource.is_local() and isinstance(resource.adapter(), dspy.JSONAdapter)
+    assert resource.student().model == "anthropic/claude-x"
+    teacher = resource.teacher()
+    assert teacher.model == "openai/gpt-x" and teacher.kwargs["api_key"] == "sk-test"
+
+
+@pytest.mark.lm
+def test_local_lm_answers_always_parse_to_canonical_labels(local_lm):
+    """Real llama.cpp server: every module, schema-enforced JSON, zero parse failures."""
+    resource = LanguageModelResource()
+    rows = load_queries("train")[:6]
+    with dspy.context(lm=resource.student(), adapter=resource.adapter()):
+        for spec in ROUTING_MODULES.values():
+            program = spec.program()
+            for row in rows:
+                assert spec.label_of(program(**spec.inputs(row))) in spec.labels
