@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -86,9 +87,10 @@ def stack_up(with_lm: bool = True) -> None:
 
 
 def stack_down() -> None:
-    for service in _known_services():
-        stopped = service.stop()
-        print(f"{service.spec.name:8s} {'stopped' if stopped else 'was not running'}")
+    # Stop everything before reporting: on Ctrl-C the terminal (or a pipe) may already be gone.
+    results = [(service.spec.name, service.stop()) for service in _known_services()]
+    for name, stopped in results:
+        print(f"{name:8s} {'stopped' if stopped else 'was not running'}", flush=True)
 
 
 # ------------------------------------------------------------------------------------- tenants
@@ -157,11 +159,19 @@ def dagster_home() -> Path:
     return Path(os.environ.get("DAGSTER_HOME", REPO_ROOT / "dagster_home")).resolve()
 
 
+def _interrupt(signum, frame):  # noqa: ANN001 - signal handler signature
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Stack + demo tenants + demo traffic + Dagster (webserver and daemon); Ctrl-C stops it all."""
     from cogniverse_resources.phoenix import PhoenixResource
     from cogniverse_assets.traffic import emit_traffic
 
+    # Ctrl-C (or a SIGTERM from a supervisor) unwinds through `finally` and stops what we started,
+    # even when the shell that launched us had SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     stack_up(with_lm=not args.no_lm)
     store = open_config_store()
     phoenix = PhoenixResource()
@@ -172,7 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 print(f"tenant {tenant_id} exists")
                 continue
             store.add(tenant_id)
-            report = emit_traffic(phoenix, tenant_id, n=DEMO_TRAFFIC_REQUESTS, feedback_rate=DEMO_FEEDBACK_RATE, seed=hash(tenant_id) % 1000)
+            report = emit_traffic(phoenix, tenant_id, n=DEMO_TRAFFIC_REQUESTS, feedback_rate=DEMO_FEEDBACK_RATE, seed=zlib.crc32(tenant_id.encode()))
             print(f"tenant {tenant_id} added with {report.spans} spans, {report.annotated} annotated")
         env = {**os.environ, "DAGSTER_HOME": str(dagster_home())}
         dagster_home().mkdir(parents=True, exist_ok=True)
