@@ -1,17 +1,22 @@
-"""The whole system at a glance: partitions, sensors and the resources at the edge."""
+"""The whole system at a glance: one lane of assets per routing module, the sensors that start
+them, and the resources at the edge."""
 
 import dagster as dg
 
+from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_resources.lm import LanguageModelResource
 from cogniverse_resources.phoenix import PhoenixResource
+from cogniverse_assets.assets.routing_traces import routing_traces_assets
 from cogniverse_assets.sensors import tenant_discovery_sensor
 
 defs = dg.Definitions(
+    assets=[*routing_traces_assets],
     sensors=[tenant_discovery_sensor],
     resources={
         "config_store": ConfigStoreResource(),
         "phoenix": PhoenixResource(),
         "lm": LanguageModelResource(),
+        "artifacts": ArtifactStore(),
     },
 )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from typing import Iterable
+from datetime import datetime, timedelta, timezone
+from typing import Iterable, Iterator, Mapping
 
 import dagster as dg
 import httpx
@@ -73,3 +75,104 @@ class PhoenixResource(dg.ConfigurableResource):
             if time.monotonic() > deadline:
                 raise PhoenixUnavailable(f"Phoenix did not ingest {len(pending)} spans within {timeout_s:.0f}s")
             time.sleep(0.5)
+
+    # ------------------------------------------------------------------ reading routing spans
+
+    def iter_routing_spans(
+        self,
+        tenant_id: str,
+        module: str,
+        start: datetime,
+        end: datetime,
+        page_cap: int = 2000,
+        min_window: timedelta = timedelta(milliseconds=1),
+    ) -> Iterator[list[dict]]:
+        """Yield pages of ``module``'s ``cogniverse.routing`` spans with ``start <= start_time < end``.
+
+        Filtering happens server-side (span name + ``routing.module`` attribute). The client pages
+        each request by cursor; to bound memory, a time window that returns ``page_cap`` spans (so
+        may hold more) is split in half and read again, so at most ``page_cap`` spans are held.
+        """
+        client = self.client()
+        project = self.project_name(tenant_id)
+        windows = [(start, end)]
+        while windows:
+            lo, hi = windows.pop()
+            try:
+                spans = client.spans.get_spans(
+                    project_identifier=project,
+                    start_time=lo,
+                    end_time=hi,
+                    name=tc.SPAN_NAME,
+                    attributes={tc.MODULE: module},
+                    limit=page_cap,
+                    timeout=self.timeout_s,
+                )
+            except httpx.HTTPStatusError as error:
+                if error.response.status_code == 404:  # no project yet: no spans
+                    return
+                raise
+            if len(spans) >= page_cap and hi - lo > min_window:
+                middle = lo + (hi - lo) / 2
+                windows.extend([(lo, middle), (middle, hi)])  # newer half is read first
+                continue
+            if spans:
+                yield spans
+
+    def feedback_annotations(self, tenant_id: str, span_ids: Iterable[str], batch: int = 100) -> dict[str, list[dict]]:
+        """``routing_feedback`` annotations of the given spans, grouped by span id."""
+        client = self.client()
+        project = self.project_name(tenant_id)
+        ids = list(dict.fromkeys(span_ids))
+        grouped: dict[str, list[dict]] = {}
+        for start in range(0, len(ids), batch):
+            annotations = client.spans.get_span_annotations(
+                span_ids=ids[start : start + batch],
+                project_identifier=project,
+                include_annotation_names=[tc.FEEDBACK_ANNOTATION],
+                limit=10_000,
+                timeout=self.timeout_s,
+            )
+            for annotation in annotations:
+                grouped.setdefault(annotation["span_id"], []).append(dict(annotation))
+        return grouped
+
+    # ------------------------------------------------------------------ counting for sensors
+
+    def count_labeled_routing_spans(
+        self, tenant_id: str, since: Mapping[str, datetime | None], min_trace_confidence: float
+    ) -> dict[str, int]:
+        """Per module, the number of routing spans since ``since[module]`` that carry a label
+        (a feedback annotation, or a successful answer with confidence >= the threshold).
+
+        One request per tenant: the Phoenix client has no count API, so this uses Phoenix's
+        GraphQL ``recordCount`` with one aliased field per module.
+        """
+        fields = []
+        for index, (module, moment) in enumerate(since.items()):
+            condition = (
+                f'name == "{tc.SPAN_NAME}" and {tc.MODULE} == "{module}" and '
+                f"(annotations['{tc.FEEDBACK_ANNOTATION}'].label is not None or "
+                f"({tc.AGENT_SUCCESS} == True and {tc.CONFIDENCE} >= {float(min_trace_confidence)}))"
+            )
+            time_range = f"timeRange: {{start: {json.dumps(moment.isoformat())}}}, " if moment else ""
+            fields.append(f"m{index}: recordCount({time_range}filterCondition: {json.dumps(condition)})")
+        query = "query($name: String!) { getProjectByName(name: $name) { " + " ".join(fields) + " } }"
+        headers = {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        try:
+            response = httpx.post(
+                f"{self.endpoint.rstrip('/')}/graphql",
+                json={"query": query, "variables": {"name": self.project_name(tenant_id)}},
+                headers=headers,
+                timeout=self.timeout_s,
+            )
+            response.raise_for_status()
+        except httpx.HTTPError as error:
+            raise PhoenixUnavailable(f"Phoenix at {self.endpoint} is unreachable: {type(error).__name__}") from error
+        payload = response.json()
+        if payload.get("errors"):
+            raise PhoenixUnavailable(f"Phoenix rejected the count query: {payload['errors'][0].get('message')}")
+        project = (payload.get("data") or {}).get("getProjectByName")
+        if project is None:  # the tenant has not emitted anything yet
+            return {module: 0 for module in since}
+        return {module: int(project[f"m{index}"]) for index, module in enumerate(since)}

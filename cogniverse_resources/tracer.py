@@ -65,10 +65,14 @@ class RoutingDecision:
 
 @dataclass
 class Feedback:
+    """A ``routing_feedback`` annotation. Phoenix keeps one annotation per (name, span, identifier),
+    so ``identifier`` (default: the annotator kind) lets a human and an LLM judge the same span."""
+
     span_id: str
     label: str
     annotator_kind: Literal["HUMAN", "LLM"] = "HUMAN"
     score: float = 1.0
+    identifier: str | None = None
 
 
 @dataclass
@@ -136,6 +140,7 @@ class RoutingTracer:
                         "name": tc.FEEDBACK_ANNOTATION,
                         "annotator_kind": item.annotator_kind,
                         "result": {"label": item.label, "score": float(item.score)},
+                        "identifier": item.identifier or item.annotator_kind.lower(),
                     }
                     for item in feedback[start : start + 500]
                 ],

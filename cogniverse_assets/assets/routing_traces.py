@@ -1,0 +1,211 @@
+"""``<module>/routing_traces``: a tenant's routing spans from Phoenix as labeled examples.
+
+Reads the tenant's Phoenix project (only spans newer than the stored table's newest span, within
+``phoenix_lookback_hours``) and their ``routing_feedback`` annotations; writes the merged example
+table (deduplicated by span id) and the quarantine table to the artifact store.
+"""
+
+
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import pandas as pd
+
+from cogniverse_resources.artifacts import ArtifactStore
+from cogniverse_resources.config_store import ConfigStoreResource, TenantNotFound
+from cogniverse_resources.phoenix import PhoenixResource
+from cogniverse_resources.tenant import RoutingConfig
+from cogniverse_assets.examples import (
+    EXAMPLE_COLUMNS,
+    LABELED_PROVENANCES,
+    QUARANTINE_COLUMNS,
+    Malformed,
+    choose_label,
+    parse_span,
+    raw_excerpt,
+)
+from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
+from cogniverse_assets.partitions import tenants_partitions
+
+TRACES_TABLE = "routing_traces"
+QUARANTINE_TABLE = "quarantine"
+
+# Phoenix, Vespa and LM calls are retried with backoff; configuration errors are not (dg.Failure
+# with allow_retries=False).
+EXTERNAL_CALL_RETRY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def tenant_config(config_store: ConfigStoreResource, tenant_id: str) -> RoutingConfig:
+    """The tenant's settings; an unknown or invalid tenant fails the step without retries."""
+    try:
+        return config_store.store().get(tenant_id)
+    except (TenantNotFound, ValueError) as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from error
+
+
+def _as_time(values: pd.Series) -> pd.Series:
+    return pd.to_datetime(values, utc=True, format="ISO8601")
+
+
+def _newest(*frames: pd.DataFrame | None) -> datetime | None:
+    stamps = [_as_time(frame["start_time"].dropna()).max() for frame in frames if frame is not None and len(frame)]
+    stamps = [stamp for stamp in stamps if not pd.isna(stamp)]
+    return max(stamps).to_pydatetime() if stamps else None
+
+
+def ingest_routing_traces(
+    phoenix: PhoenixResource,
+    artifacts: ArtifactStore,
+    spec: RoutingModuleSpec,
+    config: RoutingConfig,
+    now: datetime | None = None,
+) -> dict:
+    """Read new spans, label them, merge them into the stored tables; return the run's figures."""
+    tenant_id = config.tenant_id
+    now = now or datetime.now(timezone.utc)
+    existing = artifacts.read_table(tenant_id, spec.name, TRACES_TABLE)
+    if existing is None:
+        existing = pd.DataFrame(columns=EXAMPLE_COLUMNS)
+    old_quarantine = artifacts.read_table(tenant_id, spec.name, QUARANTINE_TABLE)
+    lookback_start = now - timedelta(hours=config.phoenix_lookback_hours)
+    # Reading from the newest stored span (inclusive) re-reads only spans sharing that timestamp;
+    # they are deduplicated below.
+    watermark = _newest(existing, old_quarantine)
+    read_from = max(lookback_start, watermark) if watermark else lookback_start
+
+    known_ids = set(existing["span_id"])
+    new_chunks: list[pd.DataFrame] = []
+    quarantined: list[dict] = []
+    fetched = 0
+    for page in phoenix.iter_routing_spans(tenant_id, spec.name, read_from, now + timedelta(seconds=1)):
+        fetched += len(page)
+        examples = []
+        for span in page:
+            try:
+                examples.append(parse_span(span, spec))
+            except Malformed as reason:
+                quarantined.append(_quarantine_row(span, spec, str(reason)))
+        annotations = phoenix.feedback_annotations(tenant_id, [example["span_id"] for example in examples])
+        labeled = []
+        for example in examples:
+            try:
+                example["label"], example["provenance"], example["label_score"] = choose_label(
+                    example, annotations.get(example["span_id"], []), spec, config.min_trace_confidence
+                )
+            except Malformed as reason:
+                quarantined.append(_quarantine_row(example, spec, str(reason), span_id=example["span_id"], start_time=example["start_time"]))
+                continue
+            labeled.append(example)
+        if labeled:
+            new_chunks.append(pd.DataFrame(labeled, columns=EXAMPLE_COLUMNS))
+
+    relabeled = _refresh_late_feedback(phoenix, existing, spec, config, lookback_start)
+    merged = pd.concat([existing, *new_chunks], ignore_index=True) if new_chunks else existing.copy()
+    merged = merged.drop_duplicates("span_id", keep="last").sort_values("start_time", kind="stable").reset_index(drop=True)
+    new_ids = set(merged["span_id"]) - known_ids
+
+    quarantine = pd.concat([old_quarantine, pd.DataFrame(quarantined, columns=QUARANTINE_COLUMNS)], ignore_index=True) if old_quarantine is not None else pd.DataFrame(quarantined, columns=QUARANTINE_COLUMNS)
+    quarantine = quarantine.drop_duplicates(["span_id", "reason"], keep="last").reset_index(drop=True)
+    # Quarantine first: if the run dies between the writes, the examples table (the watermark's
+    # source) is unchanged and the next run reads those spans again.
+    artifacts.write_table(tenant_id, spec.name, QUARANTINE_TABLE, quarantine)
+    table_path = artifacts.write_table(tenant_id, spec.name, TRACES_TABLE, merged)
+
+    labeled_rows = merged[merged["provenance"].isin(LABELED_PROVENANCES)]
+    return {
+        "table": table_path,
+        "read_from": read_from.isoformat(),
+        "fetched_spans": fetched,
+        "new_examples": len(new_ids),
+        "total_examples": len(merged),
+        "labeled_examples": len(labeled_rows),
+        "relabeled_by_late_feedback": relabeled,
+        "quarantined_this_run": len(quarantined),
+        "quarantined_total": len(quarantine),
+        "quarantine_reasons": dict(Counter(_reason_kind(row["reason"]) for row in quarantined)),
+        "per_provenance": {key: int(value) for key, value in merged["provenance"].value_counts().items()},
+        "per_label": {key: int(value) for key, value in labeled_rows["label"].value_counts().items()},
+    }
+
+
+def _refresh_late_feedback(
+    phoenix: PhoenixResource, existing: pd.DataFrame, spec: RoutingModuleSpec, config: RoutingConfig, since: datetime
+) -> int:
+    """People annotate after the fact: re-read feedback for stored, recent, not-human-labeled spans."""
+    if existing.empty:
+        return 0
+    recent = existing[(_as_time(existing["start_time"]) >= since) & (existing["provenance"] != "human")]
+    if recent.empty:
+        return 0
+    annotations = phoenix.feedback_annotations(config.tenant_id, recent["span_id"].tolist())
+    changed = 0
+    for index, row in recent.iterrows():
+        try:
+            label, provenance, score = choose_label(row.to_dict(), annotations.get(row["span_id"], []), spec, config.min_trace_confidence)
+        except Malformed:
+            continue  # a bad late annotation leaves the stored label as it was
+        if (label, provenance) != (row["label"], row["provenance"]):
+            existing.loc[index, ["label", "provenance", "label_score"]] = [label, provenance, score]
+            changed += 1
+    return changed
+
+
+def _quarantine_row(span: object, spec: RoutingModuleSpec, reason: str, span_id: str | None = None, start_time: str | None = None) -> dict:
+    if span_id is None and isinstance(span, dict):
+        context = span.get("context")
+        span_id = context.get("span_id") if isinstance(context, dict) else None
+        start_time = span.get("start_time") if isinstance(span.get("start_time"), str) else None
+    return {
+        "span_id": str(span_id) if span_id is not None else "",
+        "module": spec.name,
+        "reason": reason,
+        "raw": raw_excerpt(span),
+        "start_time": start_time,
+    }
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(" ", 1)[0].split("=", 1)[0]
+
+
+def build_routing_traces(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=[spec.name, "routing_traces"],
+        group_name=spec.name,
+        partitions_def=tenants_partitions,
+        retry_policy=EXTERNAL_CALL_RETRY,
+        kinds={"phoenix", "parquet"},
+        description=f"Reads new `{spec.name}` routing spans + feedback from the tenant's Phoenix project; "
+        "writes the labeled example table and the quarantine table (artifact store).",
+    )
+    def routing_traces(
+        context: dg.AssetExecutionContext,
+        phoenix: PhoenixResource,
+        config_store: ConfigStoreResource,
+        artifacts: ArtifactStore,
+    ) -> dg.MaterializeResult:
+        config = tenant_config(config_store, context.partition_key)
+        figures = ingest_routing_traces(phoenix, artifacts, spec, config)
+        context.log.info(
+            f"{config.tenant_id}/{spec.name}: {figures['new_examples']} new, {figures['total_examples']} total, "
+            f"{figures['quarantined_this_run']} quarantined"
+        )
+        return dg.MaterializeResult(metadata=_metadata(figures))
+
+    return routing_traces
+
+
+def _metadata(figures: dict) -> dict:
+    metadata = {}
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            metadata[key] = dg.MetadataValue.json(value)
+        elif key == "table":
+            metadata[key] = dg.MetadataValue.path(value)
+        else:
+            metadata[key] = value
+    return metadata
+
+
+routing_traces_assets = [build_routing_traces(spec) for spec in ROUTING_MODULES.values()]
