@@ -5,18 +5,22 @@ import dagster as dg
 
 from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.config_store import ConfigStoreResource
+from cogniverse_resources.content import ContentBackendResource
 from cogniverse_resources.lm import LanguageModelResource
 from cogniverse_resources.phoenix import PhoenixResource
 from cogniverse_assets.assets.routing_traces import routing_traces_assets
-from cogniverse_assets.sensors import tenant_discovery_sensor
+from cogniverse_assets.assets.synthetic_examples import synthetic_examples_assets
+from cogniverse_assets.assets.training_set import training_set_assets
+from cogniverse_assets.sensors import tenant_discovery_sensor, trace_threshold_sensor
 
 defs = dg.Definitions(
-    assets=[*routing_traces_assets],
-    sensors=[tenant_discovery_sensor],
+    assets=[*routing_traces_assets, *synthetic_examples_assets, *training_set_assets],
+    sensors=[tenant_discovery_sensor, trace_threshold_sensor],
     resources={
         "config_store": ConfigStoreResource(),
         "phoenix": PhoenixResource(),
         "lm": LanguageModelResource(),
+        "content": ContentBackendResource(),
         "artifacts": ArtifactStore(),
     },
 )

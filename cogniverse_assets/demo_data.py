@@ -27,10 +27,8 @@ def load_queries(split: Split | None = None) -> list[dict]:
     return [dict(row) for row in _queries() if split is None or row["split"] == split]
 
 
-@lru_cache(maxsize=None)
-def _catalog() -> tuple[dict, ...]:
-    return tuple(_read_jsonl("content_catalog.jsonl"))
-
-
 def load_catalog() -> list[dict]:
-    return [dict(item) for item in _catalog()]
+    """The bundled content catalog (the embedded content backend's data)."""
+    from cogniverse_resources.content import bundled_catalog
+
+    return [dict(item) for item in bundled_catalog()]

@@ -1,12 +1,27 @@
-"""Sensors: keep the ``tenants`` partitions in sync with the config store."""
+"""Sensors: keep the ``tenants`` partitions in sync with the config store, and start a module's
+optimization lane for a tenant when it has enough new labeled traces and its interval has passed."""
 
 from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
 from cogniverse_resources.config_store import ConfigStoreResource
-from cogniverse_resources.tenant import InvalidTenantId, validate_tenant_id
+from cogniverse_resources.phoenix import PhoenixResource, PhoenixUnavailable
+from cogniverse_resources.tenant import InvalidTenantId, RoutingConfig, validate_tenant_id
+from cogniverse_assets.modules.registry import ROUTING_MODULES
 from cogniverse_assets.partitions import tenants_partitions
+
+# The stage whose materialization marks a finished optimization of a lane.
+LANE_STAGES = ("routing_traces", "synthetic_examples", "training_set")
+COMPLETION_STAGE = LANE_STAGES[-1]
+
+
+def lane_keys(module: str) -> list[dg.AssetKey]:
+    return [dg.AssetKey([module, stage]) for stage in LANE_STAGES]
 
 
 @dg.sensor(
@@ -33,3 +48,102 @@ def tenant_discovery_sensor(context: dg.SensorEvaluationContext, config_store: C
         return dg.SkipReason(f"no new tenants ({len(known)} known)")
     context.log.info(f"adding tenant partitions: {', '.join(new)}")
     return dg.SensorResult(dynamic_partitions_requests=[tenants_partitions.build_add_request(new)])
+
+
+@dataclass
+class LaneCheck:
+    tenant_id: str
+    module: str
+    last_success: datetime | None
+    last_success_id: int | None
+    new_labeled: int | None = None
+    verdict: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.tenant_id}/{self.module}"
+
+
+def last_successful_optimization(instance: dg.DagsterInstance, tenant_id: str, module: str) -> tuple[datetime | None, int | None]:
+    """When the lane last completed for this tenant, from Dagster's materialization history."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey([module, COMPLETION_STAGE]), asset_partitions=[tenant_id]),
+        limit=1,
+    ).records
+    if not records:
+        return None, None
+    return datetime.fromtimestamp(records[0].timestamp, tz=timezone.utc), records[0].storage_id
+
+
+def evaluate_tenant(instance: dg.DagsterInstance, phoenix: PhoenixResource, config: RoutingConfig, now: datetime) -> list[LaneCheck]:
+    """Check every module of one tenant; at most one Phoenix request."""
+    checks = []
+    for module in ROUTING_MODULES:
+        last, storage_id = last_successful_optimization(instance, config.tenant_id, module)
+        checks.append(LaneCheck(config.tenant_id, module, last, storage_id))
+    if not config.enable_auto_optimization:
+        for check in checks:
+            check.verdict = "auto-optimization disabled"
+        return checks
+    interval = timedelta(seconds=config.optimization_interval_seconds)
+    due = [check for check in checks if check.last_success is None or now - check.last_success >= interval]
+    for check in checks:
+        if check not in due:
+            remaining = interval - (now - check.last_success)
+            check.verdict = f"interval not passed ({int(remaining.total_seconds())}s left)"
+    if not due:
+        return checks
+    lookback_start = now - timedelta(hours=config.phoenix_lookback_hours)
+    since = {check.module: max(check.last_success, lookback_start) if check.last_success else lookback_start for check in due}
+    counts = phoenix.count_labeled_routing_spans(config.tenant_id, since, config.min_trace_confidence)
+    for check in due:
+        check.new_labeled = counts[check.module]
+        if check.new_labeled < config.min_samples_for_optimization:
+            check.verdict = f"{check.new_labeled} new labeled traces < {config.min_samples_for_optimization}"
+        else:
+            check.verdict = "run"
+    return checks
+
+
+def run_request(check: LaneCheck, config: RoutingConfig) -> dg.RunRequest:
+    # Deterministic: one request per (last success, block of new samples); a failed run is
+    # requested again once another block of samples has arrived.
+    block = check.new_labeled // config.min_samples_for_optimization
+    return dg.RunRequest(
+        run_key=f"{check.tenant_id}.{check.module}.{check.last_success_id or 'never'}.{block}",
+        partition_key=check.tenant_id,
+        asset_selection=lane_keys(check.module),
+        tags={"tenant": check.tenant_id, "module": check.module, "trigger": "trace_threshold_sensor"},
+    )
+
+
+@dg.sensor(
+    name="trace_threshold_sensor",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    target=[key for module in ROUTING_MODULES for key in lane_keys(module)],
+    description="Starts a tenant's module lane when auto-optimization is on, its interval has passed "
+    "and it has at least min_samples_for_optimization new labeled traces in Phoenix.",
+)
+def trace_threshold_sensor(context: dg.SensorEvaluationContext, config_store: ConfigStoreResource, phoenix: PhoenixResource):
+    now = datetime.now(timezone.utc)
+    partitions = set(context.instance.get_dynamic_partitions(tenants_partitions.name))
+    configs = [config for config in config_store.store().list() if config.tenant_id in partitions]
+    requests, verdicts, unreachable = [], [], []
+    for config in configs:
+        try:
+            checks = evaluate_tenant(context.instance, phoenix, config, now)
+        except PhoenixUnavailable as error:
+            unreachable.append(f"{config.tenant_id}: {error}")
+            continue
+        for check in checks:
+            verdicts.append(f"{check.name}: {check.verdict}")
+            if check.verdict == "run":
+                requests.append(run_request(check, config))
+    cursor = json.dumps({"evaluated_at": now.isoformat(), "tenants": len(configs), "requested": [r.run_key for r in requests]})
+    if unreachable and not requests and len(unreachable) == len(configs):
+        return dg.SensorResult(skip_reason=dg.SkipReason("Phoenix unreachable: " + "; ".join(unreachable)), cursor=cursor)
+    if not requests:
+        reason = "; ".join(verdicts + [f"{item} (Phoenix unreachable)" for item in unreachable]) or "no active tenants"
+        return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor)
+    return dg.SensorResult(run_requests=requests, cursor=cursor)

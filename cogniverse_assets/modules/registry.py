@@ -28,6 +28,10 @@ class RoutingModuleSpec:
     # Builds the signature's input fields from a corpus/trace row.
     inputs: Callable[[Mapping[str, object]], dict[str, object]]
     description: str
+    # What each label means, in words a query writer (human or LM) can act on.
+    label_meanings: Mapping[str, str]
+    # Content modalities a synthetic query for a label should be grounded in (empty: any one).
+    content_modalities: Mapping[str, tuple[str, ...]]
 
     @property
     def decision_attribute(self) -> str:
@@ -64,6 +68,14 @@ ROUTING_MODULES: dict[str, RoutingModuleSpec] = {
             corpus_label_key="modality",
             inputs=_query_only,
             description="query -> the content modality to search",
+            label_meanings={
+                "video": "the user wants video content (clips, recordings, footage, tutorials to watch)",
+                "image": "the user wants images (photos, pictures, diagrams, screenshots)",
+                "audio": "the user wants audio (podcasts, music, calls, sounds to listen to)",
+                "document": "the user wants documents (PDFs, papers, reports, manuals, slides)",
+                "text": "the user wants text (articles, posts, definitions, explanations)",
+            },
+            content_modalities={label: (label,) for label in tc.MODALITIES},
         ),
         RoutingModuleSpec(
             name="cross_modal",
@@ -73,6 +85,13 @@ ROUTING_MODULES: dict[str, RoutingModuleSpec] = {
             corpus_label_key="fusion_strategy",
             inputs=_query_and_modalities,
             description="query + detected modalities -> whether and how to fuse results",
+            label_meanings={
+                "none": "one kind of content is enough; no results from other modalities are needed",
+                "rrf": "broad recall across several kinds of content with no preference among them",
+                "weighted": "one kind of content is primary and another one supports it",
+                "maxsim": "match one specific detail or moment across two kinds of content",
+            },
+            content_modalities={"none": (), "rrf": ("video", "text"), "weighted": ("document", "video"), "maxsim": ("image", "video")},
         ),
         RoutingModuleSpec(
             name="routing",
@@ -82,10 +101,29 @@ ROUTING_MODULES: dict[str, RoutingModuleSpec] = {
             corpus_label_key="agent",
             inputs=_query_and_entities,
             description="query + entities -> the agent that handles it",
+            label_meanings={
+                "video_search_agent": "find videos",
+                "image_search_agent": "find images",
+                "audio_analysis_agent": "find or analyse audio",
+                "document_agent": "find or read documents",
+                "text_search_agent": "find text such as articles or definitions",
+                "summarizer_agent": "summarize something (a recap, key points, tl;dr)",
+                "detailed_report_agent": "produce an in-depth analysis, report or comparison",
+            },
+            content_modalities={
+                "video_search_agent": ("video",),
+                "image_search_agent": ("image",),
+                "audio_analysis_agent": ("audio",),
+                "document_agent": ("document",),
+                "text_search_agent": ("text",),
+                "summarizer_agent": (),
+                "detailed_report_agent": (),
+            },
         ),
     )
 }
 assert tuple(ROUTING_MODULES) == tc.MODULE_NAMES
+assert all(set(spec.label_meanings) == set(spec.labels) == set(spec.content_modalities) for spec in ROUTING_MODULES.values())
 
 
 def get_module(name: str) -> RoutingModuleSpec:

@@ -1,0 +1,90 @@
+"""``<module>/synthetic_examples``: synthetic training queries grounded in the tenant's content.
+
+Reads the labeled example table (to size the request and avoid real queries) and the content
+backend (Vespa or the bundled catalog); writes the synthetic example table. Generates only what
+the blending plan asks for and the stored table does not already hold, so a re-run with nothing
+new makes no LM calls.
+"""
+
+import dagster as dg
+import pandas as pd
+
+from cogniverse_resources.artifacts import ArtifactStore
+from cogniverse_resources.config_store import ConfigStoreResource
+from cogniverse_resources.content import ContentBackendResource
+from cogniverse_resources.lm import LanguageModelResource
+from cogniverse_assets.assets.routing_traces import EXTERNAL_CALL_RETRY, TRACES_TABLE, tenant_config
+from cogniverse_assets.blending import blend_plan
+from cogniverse_assets.examples import EXAMPLE_COLUMNS, LABELED_PROVENANCES
+from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
+from cogniverse_assets.partitions import tenants_partitions
+from cogniverse_assets.synthetic import SYNTHETIC_COLUMNS, SyntheticQueryGenerator
+
+SYNTHETIC_TABLE = "synthetic_examples"
+# Some candidates fail validation; ask for a little more than the plan needs.
+GENERATION_MARGIN = 0.1
+
+
+def labeled_real(artifacts: ArtifactStore, tenant_id: str, module: str) -> pd.DataFrame:
+    table = artifacts.read_table(tenant_id, module, TRACES_TABLE)
+    if table is None:
+        return pd.DataFrame(columns=EXAMPLE_COLUMNS)
+    return table[table["provenance"].isin(LABELED_PROVENANCES)].reset_index(drop=True)
+
+
+def build_synthetic_examples(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=[spec.name, "synthetic_examples"],
+        group_name=spec.name,
+        partitions_def=tenants_partitions,
+        deps=[dg.AssetKey([spec.name, "routing_traces"])],
+        retry_policy=EXTERNAL_CALL_RETRY,
+        kinds={"dspy", "parquet"},
+        description=f"Reads the `{spec.name}` example table and the content backend; writes synthetic "
+        "examples (teacher LM, validated) when the blending plan asks for them.",
+    )
+    def synthetic_examples(
+        context: dg.AssetExecutionContext,
+        config_store: ConfigStoreResource,
+        artifacts: ArtifactStore,
+        content: ContentBackendResource,
+        lm: LanguageModelResource,
+    ) -> dg.MaterializeResult:
+        config = tenant_config(config_store, context.partition_key)
+        real = labeled_real(artifacts, config.tenant_id, spec.name)
+        plan = blend_plan(len(real), config)
+        stored = artifacts.read_table(config.tenant_id, spec.name, SYNTHETIC_TABLE)
+        stored = stored if stored is not None else pd.DataFrame(columns=SYNTHETIC_COLUMNS)
+        wanted = round(plan.synthetic_needed * (1 + GENERATION_MARGIN)) if plan.synthetic_needed else 0
+        missing = max(0, wanted - len(stored))
+        metadata = {"strategy": plan.strategy, "plan_reason": plan.reason, "requested": wanted, "stored_before": len(stored)}
+        if not config.use_synthetic_data or wanted == 0:
+            reason = "use_synthetic_data is off" if not config.use_synthetic_data else f"not needed: {plan.reason}"
+            artifacts.write_table(config.tenant_id, spec.name, SYNTHETIC_TABLE, stored.iloc[0:0])
+            return dg.MaterializeResult(metadata={**metadata, "generated": 0, "total": 0, "reason": reason, "lm_calls": 0})
+        if missing == 0:
+            return dg.MaterializeResult(metadata={**metadata, "generated": 0, "total": len(stored), "reason": "stored examples suffice", "lm_calls": 0})
+        generator = SyntheticQueryGenerator(spec, content.backend(), lm.teacher(), lm.adapter(), seed=len(stored))
+        fresh, report = generator.generate(missing, avoid_queries=[*real["query"], *stored["query"]])
+        combined = pd.concat([stored, fresh], ignore_index=True) if len(stored) else fresh
+        path = artifacts.write_table(config.tenant_id, spec.name, SYNTHETIC_TABLE, combined)
+        context.log.info(f"{config.tenant_id}/{spec.name}: generated {report.accepted}/{missing} synthetic examples")
+        return dg.MaterializeResult(
+            metadata={
+                **metadata,
+                "generated": report.accepted,
+                "total": len(combined),
+                "reason": plan.reason,
+                "rejected": dg.MetadataValue.json(report.rejected),
+                "lm_calls": report.lm_calls,
+                "generation_seconds": round(report.seconds, 1),
+                "per_label": dg.MetadataValue.json({k: int(v) for k, v in combined["label"].value_counts().items()}),
+                "per_augmentation": dg.MetadataValue.json({k: int(v) for k, v in combined["augmentation"].value_counts().items()}),
+                "table": dg.MetadataValue.path(path),
+            }
+        )
+
+    return synthetic_examples
+
+
+synthetic_examples_assets = [build_synthetic_examples(spec) for spec in ROUTING_MODULES.values()]

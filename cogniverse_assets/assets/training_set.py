@@ -1,0 +1,76 @@
+"""``<module>/training_set``: real and synthetic examples blended progressively, split into train
+and a real-only validation set (see ``cogniverse_assets.blending`` for the rules).
+
+Reads the example table and the synthetic table; writes the training set table (``split`` column).
+"""
+
+from datetime import timedelta
+
+import dagster as dg
+import pandas as pd
+
+from cogniverse_resources.artifacts import ArtifactStore
+from cogniverse_resources.config_store import ConfigStoreResource
+from cogniverse_assets.assets.routing_traces import tenant_config
+from cogniverse_assets.assets.synthetic_examples import SYNTHETIC_TABLE, labeled_real
+from cogniverse_assets.blending import build_training_set
+from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
+from cogniverse_assets.partitions import tenants_partitions
+from cogniverse_assets.synthetic import SYNTHETIC_COLUMNS
+
+TRAINING_SET_TABLE = "training_set"
+DEFAULT_INTERVAL = timedelta(seconds=3600)  # RoutingConfig's default; per-tenant intervals are the sensor's job
+TRAINING_COLUMNS = ["query", "detected_modalities", "entities", "label", "provenance", "label_score", "span_id"]
+
+
+def _counts(frame: pd.DataFrame, column: str) -> dict[str, int]:
+    return {str(key): int(value) for key, value in frame[column].value_counts().items()} if len(frame) else {}
+
+
+def build_training_set_asset(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=[spec.name, "training_set"],
+        group_name=spec.name,
+        partitions_def=tenants_partitions,
+        deps=[dg.AssetKey([spec.name, "routing_traces"]), dg.AssetKey([spec.name, "synthetic_examples"])],
+        kinds={"parquet"},
+        freshness_policy=dg.FreshnessPolicy.time_window(fail_window=3 * DEFAULT_INTERVAL, warn_window=2 * DEFAULT_INTERVAL),
+        description=f"Reads the `{spec.name}` example and synthetic tables; writes the blended training "
+        "set with a stratified, real-only validation split.",
+    )
+    def training_set(context: dg.AssetExecutionContext, config_store: ConfigStoreResource, artifacts: ArtifactStore) -> dg.MaterializeResult:
+        config = tenant_config(config_store, context.partition_key)
+        real = labeled_real(artifacts, config.tenant_id, spec.name)
+        synthetic = artifacts.read_table(config.tenant_id, spec.name, SYNTHETIC_TABLE)
+        synthetic = synthetic if synthetic is not None else pd.DataFrame(columns=SYNTHETIC_COLUMNS)
+        result = build_training_set(real, synthetic, config)
+        table = pd.concat(
+            [
+                result.train.reindex(columns=TRAINING_COLUMNS).assign(split="train"),
+                result.validation.reindex(columns=TRAINING_COLUMNS).assign(split="validation"),
+            ],
+            ignore_index=True,
+        )
+        path = artifacts.write_table(config.tenant_id, spec.name, TRAINING_SET_TABLE, table)
+        return dg.MaterializeResult(
+            metadata={
+                "strategy": result.plan.strategy,
+                "strategy_reason": result.plan.reason,
+                "train_size": len(result.train),
+                "validation_size": len(result.validation),
+                "validation_source": result.validation_source,
+                "synthetic_fraction": round(result.synthetic_fraction, 4),
+                "configured_synthetic_ratio": config.synthetic_data_ratio,
+                "train_labels": dg.MetadataValue.json(_counts(result.train, "label")),
+                "validation_labels": dg.MetadataValue.json(_counts(result.validation, "label")),
+                "train_provenance": dg.MetadataValue.json(_counts(result.train, "provenance")),
+                "validation_provenance": dg.MetadataValue.json(_counts(result.validation, "provenance")),
+                "notes": dg.MetadataValue.json(result.notes),
+                "table": dg.MetadataValue.path(path),
+            }
+        )
+
+    return training_set
+
+
+training_set_assets = [build_training_set_asset(spec) for spec in ROUTING_MODULES.values()]

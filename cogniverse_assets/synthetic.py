@@ -1,0 +1,165 @@
+"""Synthetic training queries grounded in the tenant's content.
+
+For each requested example the generator picks a target label (round-robin, so classes are
+balanced), samples content of the matching modality from the content backend, and asks the
+teacher LM for a query that the content answers and that calls for the target label. Each
+candidate is validated — non-empty and sane length, not a duplicate of a real or earlier synthetic
+query, and a separate verifier call agreeing that the query calls for the intended label — and
+retried up to ``MAX_ATTEMPTS`` times with other content.
+
+The verifier is the teacher, not the module's current router: a router check would keep only
+queries the router already gets right, which teaches it nothing.
+
+Augmentations (the ``augmentation`` column) vary how the request is written: ``direct``;
+``paraphrase`` of an already accepted query of the same label; ``modality_variation`` (a request
+about the content phrased around its kind of media); ``complexity`` (longer, with an extra
+constraint); ``contrast`` (mentions another kind of content yet calls for the target label: a
+hard negative).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import dspy
+import pandas as pd
+
+from cogniverse_resources import trace_contract as tc
+from cogniverse_resources.content import ContentBackend, ContentItem
+from cogniverse_assets.blending import normalize_query
+from cogniverse_assets.modules.registry import RoutingModuleSpec
+
+MAX_ATTEMPTS = 3
+MIN_QUERY_CHARS = 4
+MAX_QUERY_CHARS = 300
+AUGMENTATIONS = ("direct", "paraphrase", "modality_variation", "complexity", "contrast")
+SYNTHETIC_COLUMNS = [
+    "query", "detected_modalities", "entities", "label", "provenance", "label_score",
+    "augmentation", "source_item_ids", "attempts",
+]
+
+
+class WriteRoutingQuery(dspy.Signature):
+    """Write one realistic request a user of a multimodal search product would type. The given
+    content must be a good answer to it, and it must clearly call for the intended routing decision.
+    Write only the user's words."""
+
+    content: str = dspy.InputField(desc="content in the tenant's library that should answer the request")
+    intended_decision: str = dspy.InputField(desc="what the request must call for")
+    style: str = dspy.InputField(desc="how to write the request")
+    query: str = dspy.OutputField(desc="the user's request, one sentence")
+    entities: list[str] = dspy.OutputField(desc="named entities or key phrases in the request")
+
+
+class CheckRoutingQuery(dspy.Signature):
+    """Does the user's request call for the intended routing decision?"""
+
+    query: str = dspy.InputField()
+    intended_decision: str = dspy.InputField()
+    agrees: bool = dspy.OutputField()
+
+
+STYLE_TEXT = {
+    "direct": "a natural, direct request",
+    "paraphrase": "a paraphrase of this request with different wording: {seed}",
+    "modality_variation": "a request that names the kind of media it wants in everyday words",
+    "complexity": "a longer, more specific request with an extra constraint (time, person, detail)",
+    "contrast": "a request that mentions another kind of content in passing but clearly calls for the intended decision",
+}
+
+
+@dataclass
+class GenerationReport:
+    requested: int
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    lm_calls: int = 0
+    seconds: float = 0.0
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+
+class SyntheticQueryGenerator:
+    def __init__(self, spec: RoutingModuleSpec, backend: ContentBackend, lm: dspy.LM, adapter: dspy.Adapter, seed: int = 0):
+        self.spec = spec
+        self.backend = backend
+        self.lm = lm
+        self.adapter = adapter
+        self.rng = random.Random(seed)
+        self.write = dspy.Predict(WriteRoutingQuery)
+        self.check = dspy.Predict(CheckRoutingQuery)
+
+    def _content_for(self, label: str) -> list[ContentItem]:
+        modalities = list(self.spec.content_modalities[label]) or [self.rng.choice(tc.MODALITIES)]
+        items = []
+        for modality in modalities:
+            sample = self.backend.sample(1, modality=modality, seed=self.rng.randrange(1 << 30))
+            items.extend(sample)
+        return items
+
+    def _intended(self, label: str) -> str:
+        return f"{label}: {self.spec.label_meanings[label]}"
+
+    def generate(self, n: int, avoid_queries: Iterable[str] = ()) -> tuple[pd.DataFrame, GenerationReport]:
+        """Up to ``n`` validated examples, balanced across the module's labels."""
+        report = GenerationReport(requested=n)
+        started = time.monotonic()
+        seen = {normalize_query(query) for query in avoid_queries}
+        accepted_by_label: dict[str, list[str]] = {}
+        rows: list[dict] = []
+        labels = list(self.spec.labels)
+        self.rng.shuffle(labels)
+        with dspy.context(lm=self.lm, adapter=self.adapter):
+            for index in range(n):
+                label = labels[index % len(labels)]
+                augmentation = AUGMENTATIONS[(index // len(labels)) % len(AUGMENTATIONS)]
+                row = self._one(label, augmentation, seen, accepted_by_label, report)
+                if row is not None:
+                    rows.append(row)
+                    seen.add(normalize_query(row["query"]))
+                    accepted_by_label.setdefault(label, []).append(row["query"])
+        report.accepted = len(rows)
+        report.seconds = time.monotonic() - started
+        return pd.DataFrame(rows, columns=SYNTHETIC_COLUMNS), report
+
+    def _one(self, label: str, augmentation: str, seen: set[str], accepted: dict[str, list[str]], report: GenerationReport) -> dict | None:
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            items = self._content_for(label)
+            if not items:
+                report.reject("no_content")
+                return None
+            seed_query = self.rng.choice(accepted[label]) if accepted.get(label) else ""
+            style_key = augmentation if (augmentation != "paraphrase" or seed_query) else "direct"
+            style = STYLE_TEXT[style_key].format(seed=seed_query)
+            content = "\n".join(item.as_text() for item in items)
+            written = self.write(content=content, intended_decision=self._intended(label), style=style)
+            report.lm_calls += 1
+            query = " ".join(str(written.query).split())
+            if not MIN_QUERY_CHARS <= len(query) <= MAX_QUERY_CHARS:
+                report.reject("length")
+                continue
+            if normalize_query(query) in seen:
+                report.reject("duplicate")
+                continue
+            verdict = self.check(query=query, intended_decision=self._intended(label))
+            report.lm_calls += 1
+            if not verdict.agrees:
+                report.reject("verifier_disagrees")
+                continue
+            modalities = sorted({item.modality for item in items})
+            return {
+                "query": query,
+                "detected_modalities": modalities,
+                "entities": [str(entity)[:100] for entity in (written.entities or [])][:10],
+                "label": label,
+                "provenance": "synthetic",
+                "label_score": None,
+                "augmentation": style_key,
+                "source_item_ids": [item.id for item in items],
+                "attempts": attempt,
+            }
+        return None

@@ -1,0 +1,114 @@
+"""``trace_threshold_sensor``'s conditions one by one, against a real Phoenix server."""
+
+import json
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+
+from cogniverse_resources.config_store import ConfigStoreResource
+from cogniverse_resources.phoenix import PhoenixResource
+from cogniverse_resources.stack import free_port
+from cogniverse_assets.partitions import tenants_partitions
+from cogniverse_assets.sensors import (
+    COMPLETION_STAGE,
+    evaluate_tenant,
+    lane_keys,
+    tenant_discovery_sensor,
+    trace_threshold_sensor,
+)
+from cogniverse_assets.traffic import emit_traffic
+
+
+def _tick(env, phoenix=None):
+    context = dg.build_sensor_context(
+        instance=env.instance, resources={"config_store": env.config_store, "phoenix": phoenix or env.phoenix}
+    )
+    return trace_threshold_sensor(context)
+
+
+def _skip(result) -> str:
+    assert not result.run_requests, result.run_requests
+    return result.skip_reason.skip_message
+
+
+def test_runs_only_modules_with_enough_new_labeled_traces(tenant_env):
+    tenant = tenant_env.add("thr", min_samples_for_optimization=5, min_trace_confidence=0.99)
+    emit_traffic(tenant_env.phoenix, tenant, n=8, feedback_rate=1.0, seed=11, progress=False, modules=["modality"])
+    result = _tick(tenant_env)
+    assert len(result.run_requests) == 1
+    request = result.run_requests[0]
+    assert request.partition_key == tenant
+    assert request.tags["tenant"] == tenant and request.tags["module"] == "modality"
+    assert list(request.asset_selection) == lane_keys("modality")
+    assert request.run_key == f"{tenant}.modality.never.1"
+    assert json.loads(result.cursor)["requested"] == [request.run_key]
+    assert _tick(tenant_env).run_requests[0].run_key == request.run_key  # deterministic
+
+
+def test_too_few_labeled_traces_is_a_skip_with_the_reason(tenant_env):
+    tenant = tenant_env.add("few", min_samples_for_optimization=50)
+    emit_traffic(tenant_env.phoenix, tenant, n=5, feedback_rate=1.0, seed=12, progress=False)
+    message = _skip(_tick(tenant_env))
+    for module in ("modality", "cross_modal", "routing"):
+        assert f"{tenant}/{module}: 5 new labeled traces < 50" in message
+
+
+def test_disabled_tenant_is_skipped(tenant_env):
+    tenant = tenant_env.add("off", min_samples_for_optimization=1, enable_auto_optimization=False)
+    emit_traffic(tenant_env.phoenix, tenant, n=3, feedback_rate=1.0, seed=13, progress=False)
+    assert f"{tenant}/modality: auto-optimization disabled" in _skip(_tick(tenant_env))
+
+
+def test_interval_is_measured_from_the_last_successful_optimization(tenant_env):
+    tenant = tenant_env.add("intv", min_samples_for_optimization=2, optimization_interval_seconds=3600)
+    emit_traffic(tenant_env.phoenix, tenant, n=4, feedback_rate=1.0, seed=14, progress=False)
+    tenant_env.instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=dg.AssetKey(["modality", COMPLETION_STAGE]), partition=tenant)
+    )
+    result = _tick(tenant_env)
+    modules = {request.tags["module"] for request in result.run_requests}
+    assert modules == {"cross_modal", "routing"}  # modality was optimized moments ago
+
+
+def test_new_traces_are_counted_since_the_last_success(tenant_env):
+    tenant = tenant_env.add("since", min_samples_for_optimization=3, optimization_interval_seconds=60)
+    emit_traffic(tenant_env.phoenix, tenant, n=5, feedback_rate=1.0, seed=15, progress=False, modules=["routing"])
+    # A success recorded after the traffic: nothing is new any more, even once the interval passes.
+    tenant_env.instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=dg.AssetKey(["routing", COMPLETION_STAGE]), partition=tenant)
+    )
+    config = tenant_env.config_store.store().get(tenant)
+    checks = evaluate_tenant(tenant_env.instance, tenant_env.phoenix, config, datetime.now(timezone.utc) + timedelta(seconds=61))
+    routing = next(check for check in checks if check.module == "routing")
+    assert routing.new_labeled == 0 and routing.verdict == "0 new labeled traces < 3"
+
+
+def test_phoenix_down_is_a_skip_not_a_crash(tenant_env):
+    tenant_env.add("dark", min_samples_for_optimization=1)
+    dead = PhoenixResource(endpoint=f"http://127.0.0.1:{free_port()}", timeout_s=2)
+    assert "Phoenix unreachable" in _skip(_tick(tenant_env, phoenix=dead))
+
+
+def test_tenant_discovery_adds_new_tenants_once_and_ignores_invalid_records(tmp_path):
+    resource = ConfigStoreResource(url=f"sqlite://{tmp_path}/config.sqlite")
+    store = resource.store()
+    store.add("acme")
+    store.add("globex")
+    with sqlite3.connect(store.path) as conn:  # a record written around validation
+        conn.execute("INSERT INTO tenants VALUES ('bad|id', '{}', 0)")
+
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, resources={"config_store": resource})
+        result = tenant_discovery_sensor(context)
+        (request,) = result.dynamic_partitions_requests
+        assert request.partitions_def_name == tenants_partitions.name
+        assert sorted(request.partition_keys) == ["acme", "globex"]
+        instance.add_dynamic_partitions(tenants_partitions.name, list(request.partition_keys))
+
+        again = tenant_discovery_sensor(dg.build_sensor_context(instance=instance, resources={"config_store": resource}))
+        assert isinstance(again, dg.SkipReason) and "no new tenants" in again.skip_message
+
+        store.add("initech")
+        third = tenant_discovery_sensor(dg.build_sensor_context(instance=instance, resources={"config_store": resource}))
+        assert list(third.dynamic_partitions_requests[0].partition_keys) == ["initech"]
