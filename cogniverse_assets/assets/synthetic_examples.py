@@ -6,6 +6,8 @@ the blending plan asks for and the stored table does not already hold, so a re-r
 new makes no LM calls.
 """
 
+import math
+
 import dagster as dg
 import pandas as pd
 
@@ -55,7 +57,7 @@ def build_synthetic_examples(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         plan = blend_plan(len(real), config)
         stored = artifacts.read_table(config.tenant_id, spec.name, SYNTHETIC_TABLE)
         stored = stored if stored is not None else pd.DataFrame(columns=SYNTHETIC_COLUMNS)
-        wanted = round(plan.synthetic_needed * (1 + GENERATION_MARGIN)) if plan.synthetic_needed else 0
+        wanted = plan.synthetic_needed
         missing = max(0, wanted - len(stored))
         metadata = {"strategy": plan.strategy, "plan_reason": plan.reason, "requested": wanted, "stored_before": len(stored)}
         if not config.use_synthetic_data or wanted == 0:
@@ -65,10 +67,11 @@ def build_synthetic_examples(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         if missing == 0:
             return dg.MaterializeResult(metadata={**metadata, "generated": 0, "total": len(stored), "reason": "stored examples suffice", "lm_calls": 0})
         generator = SyntheticQueryGenerator(spec, content.backend(), lm.teacher(), lm.adapter(), seed=len(stored))
-        fresh, report = generator.generate(missing, avoid_queries=[*real["query"], *stored["query"]])
+        attempts = missing + math.ceil(missing * GENERATION_MARGIN)
+        fresh, report = generator.generate(attempts, avoid_queries=[*real["query"], *stored["query"]])
         combined = pd.concat([stored, fresh], ignore_index=True) if len(stored) else fresh
         path = artifacts.write_table(config.tenant_id, spec.name, SYNTHETIC_TABLE, combined)
-        context.log.info(f"{config.tenant_id}/{spec.name}: generated {report.accepted}/{missing} synthetic examples")
+        context.log.info(f"{config.tenant_id}/{spec.name}: generated {report.accepted}/{attempts} synthetic examples")
         return dg.MaterializeResult(
             metadata={
                 **metadata,

@@ -1,0 +1,96 @@
+"""The synthetic query generator: logic with DummyLM, and the asset with the real local LM."""
+
+import dspy
+import pytest
+from dspy.utils import DummyLM
+
+from cogniverse_resources.content import CatalogContentBackend, ContentBackendResource
+from cogniverse_resources.lm import LanguageModelResource
+from cogniverse_resources.stack import free_port
+from cogniverse_assets import blending
+from cogniverse_assets.assets.synthetic_examples import SYNTHETIC_TABLE, synthetic_examples_assets
+from cogniverse_assets.assets.training_set import TRAINING_SET_TABLE, training_set_assets
+from cogniverse_assets.assets.routing_traces import routing_traces_assets
+from cogniverse_assets.modules.registry import get_module
+from cogniverse_assets.synthetic import SyntheticQueryGenerator
+
+
+def _generator(answers, module="modality"):
+    adapter = dspy.JSONAdapter()
+    lm = DummyLM(answers, adapter=adapter)
+    return SyntheticQueryGenerator(get_module(module), CatalogContentBackend(), lm, adapter, seed=3)
+
+
+def _written(query):
+    return {"query": query, "entities": ["thing"]}
+
+
+def test_balanced_across_labels_with_provenance():
+    answers = []
+    for i in range(10):
+        answers += [_written(f"distinct request number {i}"), {"agrees": True}]
+    frame, report = _generator(answers).generate(10)
+    assert report.accepted == 10 and report.lm_calls == 20
+    assert frame["label"].value_counts().to_dict() == {label: 2 for label in get_module("modality").labels}
+    assert set(frame["provenance"]) == {"synthetic"}
+    assert all(len(ids) == 1 for ids in frame["source_item_ids"])
+
+
+def test_duplicates_and_disagreement_are_retried_then_dropped():
+    answers = [
+        _written("a real user query"),                      # duplicate of a real query
+        _written("fresh request one"), {"agrees": False},   # the verifier disagrees
+        _written("fresh request two"), {"agrees": True},    # accepted on the third attempt
+        _written("x"),                                      # too short
+        _written("fresh request two"),                      # duplicate of the accepted one
+        _written("yet another"), {"agrees": False},         # third failure: dropped
+    ]
+    frame, report = _generator(answers).generate(2, avoid_queries=["A real user QUERY"])
+    assert frame["query"].tolist() == ["fresh request two"]
+    assert frame["attempts"].tolist() == [3]
+    assert report.rejected == {"duplicate": 2, "verifier_disagrees": 2, "length": 1}
+
+
+def test_cross_modal_fusion_examples_are_grounded_in_two_modalities():
+    answers = []
+    for i in range(4):
+        answers += [_written(f"cross modal request {i}"), {"agrees": True}]
+    frame, _ = _generator(answers, module="cross_modal").generate(4)
+    for _, row in frame.iterrows():
+        assert (len(row["detected_modalities"]) >= 2) == (row["label"] != "none")
+
+
+def test_stored_examples_are_reused_without_lm_calls(tenant_env, monkeypatch):
+    """Nothing new means no LM call: the LM resource points at a dead port to prove it."""
+    monkeypatch.setattr(blending, "COLD_START_SYNTHETIC_EXAMPLES", 4)
+    tenant = tenant_env.add("reuse")
+    frame, _ = _generator([x for i in range(4) for x in (_written(f"stored request {i}"), {"agrees": True})]).generate(4)
+    tenant_env.artifacts.write_table(tenant, "modality", SYNTHETIC_TABLE, frame)
+    dead_lm = LanguageModelResource(student_api_base=f"http://127.0.0.1:{free_port()}/v1", num_retries=0)
+    result = tenant_env.materialize([synthetic_examples_assets[0]], tenant, content=ContentBackendResource(vespa_url=""), lm=dead_lm)
+    (event,) = result.asset_materializations_for_node(synthetic_examples_assets[0].op.name)
+    assert event.metadata["lm_calls"].value == 0 and event.metadata["total"].value == 4
+
+
+def test_synthetic_data_off_materializes_empty_with_the_reason(tenant_env):
+    tenant = tenant_env.add("nosyn", use_synthetic_data=False)
+    result = tenant_env.materialize([synthetic_examples_assets[0]], tenant, content=ContentBackendResource(vespa_url=""), lm=LanguageModelResource())
+    (event,) = result.asset_materializations_for_node(synthetic_examples_assets[0].op.name)
+    assert event.metadata["total"].value == 0 and event.metadata["reason"].value == "use_synthetic_data is off"
+
+
+@pytest.mark.lm
+def test_cold_start_lane_generates_synthetic_data_with_the_local_lm(tenant_env, local_lm, monkeypatch):
+    monkeypatch.setattr(blending, "COLD_START_SYNTHETIC_EXAMPLES", 3)
+    tenant = tenant_env.add("cold")
+    lane = [routing_traces_assets[0], synthetic_examples_assets[0], training_set_assets[0]]
+    result = tenant_env.materialize(lane, tenant, content=ContentBackendResource(vespa_url=""), lm=LanguageModelResource())
+    assert result.success
+    synthetic = tenant_env.artifacts.read_table(tenant, "modality", SYNTHETIC_TABLE)
+    assert 1 <= len(synthetic) <= 4
+    assert set(synthetic["label"]) <= set(get_module("modality").labels)
+    assert synthetic["query"].str.len().min() >= 4
+    training = tenant_env.artifacts.read_table(tenant, "modality", TRAINING_SET_TABLE)
+    assert set(training.loc[training["split"] == "train", "provenance"]) == {"synthetic"}
+    (event,) = result.asset_materializations_for_node(synthetic_examples_assets[0].op.name)
+    assert event.metadata["lm_calls"].value >= 2 * len(synthetic)
