@@ -16,8 +16,9 @@ from cogniverse_assets.modules.registry import ROUTING_MODULES
 from cogniverse_assets.partitions import tenants_partitions
 
 # The stage whose materialization marks a finished optimization of a lane.
-LANE_STAGES = ("routing_traces", "synthetic_examples", "training_set")
-COMPLETION_STAGE = LANE_STAGES[-1]
+LANE_STAGES = ("routing_traces", "synthetic_examples", "training_set", "optimization_plan", "trained_module")
+# A lane is "optimized" once its plan ran (a skip is a finished optimization too).
+COMPLETION_STAGE = "optimization_plan"
 
 
 def lane_keys(module: str) -> list[dg.AssetKey]:

@@ -44,6 +44,12 @@ class RoutingModuleSpec:
         """The unoptimized module: one ``Predict`` over the signature."""
         return dspy.Predict(self.signature)
 
+    def load_program(self, payload: Mapping[str, object]) -> dspy.Module:
+        """A stored (JSON) module version back as a program."""
+        program = self.program()
+        program.load_state(payload["state"])
+        return program
+
 
 def _query_only(row: Mapping[str, object]) -> dict[str, object]:
     return {"query": row["query"]}
