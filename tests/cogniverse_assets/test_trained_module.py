@@ -1,0 +1,76 @@
+"""The modality lane end to end with the real local LM: traces → training set → plan →
+BootstrapFewShot → a stored JSON module that loads back and answers."""
+
+import json
+
+import dspy
+import pytest
+
+from cogniverse_resources.artifacts import DSPyModuleIOManager, load_module_payload, write_bytes_atomic
+from cogniverse_resources.content import ContentBackendResource
+from cogniverse_resources.lm import LanguageModelResource
+from cogniverse_assets.assets.optimization_plan import PLAN_FILE, optimization_plan_assets
+from cogniverse_assets.assets.routing_traces import routing_traces_assets
+from cogniverse_assets.assets.synthetic_examples import synthetic_examples_assets
+from cogniverse_assets.assets.trained_module import trained_module_assets
+from cogniverse_assets.assets.training_set import training_set_assets
+from cogniverse_assets.modules.registry import get_module
+from cogniverse_assets.traffic import emit_traffic
+
+MODALITY_LANE = [assets[0] for assets in (routing_traces_assets, synthetic_examples_assets, training_set_assets, optimization_plan_assets, trained_module_assets)]
+
+
+def _resources(env):
+    return dict(content=ContentBackendResource(vespa_url=""), lm=LanguageModelResource(),
+                dspy_module_io_manager=DSPyModuleIOManager(root=env.artifacts.root))
+
+
+def test_skip_plan_produces_no_module_and_no_failure(tenant_env):
+    tenant = tenant_env.add("skip", use_synthetic_data=False)
+    emit_traffic(tenant_env.phoenix, tenant, n=4, feedback_rate=1.0, seed=21, progress=False, modules=["modality"])
+    result = tenant_env.materialize(MODALITY_LANE, tenant, **_resources(tenant_env))
+    assert result.success
+    plan = tenant_env.artifacts.read_json(tenant_env.artifacts.path(tenant, "modality", PLAN_FILE))
+    assert plan["decision"] == "skip" and "training examples" in plan["reasons"][0]
+    assert not result.asset_materializations_for_node(trained_module_assets[0].op.name)
+    assert not tenant_env.artifacts.path(tenant, "modality", "modules").exists()
+
+
+@pytest.mark.lm
+def test_modality_lane_trains_and_stores_a_loadable_module(tenant_env, local_lm):
+    tenant = tenant_env.add("train", use_synthetic_data=False)
+    emit_traffic(tenant_env.phoenix, tenant, n=45, feedback_rate=1.0, accuracy=0.75, seed=22, progress=False, modules=["modality"])
+    result = tenant_env.materialize(MODALITY_LANE, tenant, **_resources(tenant_env))
+    assert result.success
+    (event,) = result.asset_materializations_for_node(trained_module_assets[0].op.name)
+    metadata = {key: value.value for key, value in event.metadata.items()}
+    assert metadata["optimizer"] == "bootstrap" and metadata["lm_calls"] > 0 and metadata["demos"] > 0
+
+    payload = load_module_payload(tenant_env.artifacts, tenant, "modality")
+    assert payload["version"] == metadata["version"] and payload["optimizer"] == "bootstrap"
+    program = get_module("modality").load_program(payload)
+    resource = LanguageModelResource()
+    with dspy.context(lm=resource.student(), adapter=resource.adapter()):
+        assert program(query="watch the penalty shootout from last night").modality in get_module("modality").labels
+
+    again = tenant_env.materialize(MODALITY_LANE[-1:], tenant, **_resources(tenant_env))
+    assert again.success
+    versions = sorted(p.name for p in tenant_env.artifacts.path(tenant, "modality", "modules").iterdir())
+    assert len([name for name in versions if name != "candidate.json"]) == 2  # every version kept
+
+
+def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    from upath import UPath
+    import os
+
+    target = UPath(tmp_path / "modules" / "v1.json")
+    write_bytes_atomic(target, b'{"version": "v0"}')
+
+    def crash(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        write_bytes_atomic(target, b'{"version": "v1", "state": ' + b"x" * 1000)
+    assert json.loads(target.read_text()) == {"version": "v0"}
+    assert [p.name for p in (tmp_path / "modules").iterdir()] == ["v1.json"]
