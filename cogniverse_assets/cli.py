@@ -152,6 +152,154 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------- route and eval
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    from cogniverse_resources.phoenix import PhoenixResource
+    from cogniverse_resources.tracer import RoutingDecision, RoutingTracer
+    from cogniverse_assets.runtime import load_router, timed_route
+
+    open_config_store().get(args.tenant)
+    router = load_router(args.tenant, args.module)
+    if router.is_fallback:
+        print(f"note: no deployed {args.module} module for {args.tenant}; using the unoptimized module", file=sys.stderr)
+    row = {"query": args.query, "detected_modalities": args.modality or [], "entities": args.entity or []}
+    prediction, elapsed_ms = timed_route(router, row)
+    label = router.spec.label_of(prediction)
+    span_id = None
+    if not args.no_trace:
+        tracer = RoutingTracer(PhoenixResource(), args.tenant)
+        span_id = tracer.record(RoutingDecision(
+            module=args.module, query=args.query, label=label, confidence=0.8, processing_time_ms=elapsed_ms,
+            module_version=router.version, detected_modalities=row["detected_modalities"], entities=row["entities"],
+        ))
+        tracer.shutdown()
+    print(json.dumps({"tenant": args.tenant, "module": args.module, "label": label, "module_version": router.version,
+                      "latency_ms": round(elapsed_ms, 1), "span_id": span_id}))
+    return 0
+
+
+def read_labeled_jsonl(path: Path, spec) -> tuple[list[dict], list[str]]:  # noqa: ANN001 - RoutingModuleSpec
+    """Rows with ``query`` and ``label`` (or ``accept``) from a JSONL file; bad lines as messages."""
+    rows, errors = [], []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as error:
+            errors.append(f"line {number}: not JSON ({error.msg})")
+            continue
+        if not isinstance(row, dict) or not isinstance(row.get("query"), str) or not row["query"].strip():
+            errors.append(f"line {number}: missing 'query'")
+            continue
+        accept = row.get("accept") or ([row["label"]] if "label" in row else None)
+        if not accept or not isinstance(accept, list) or any(label not in spec.labels for label in accept):
+            errors.append(f"line {number}: 'label'/'accept' must name {spec.name} labels ({', '.join(spec.labels)})")
+            continue
+        rows.append({**row, "accept": accept})
+    return rows, errors
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from cogniverse_assets.modules.registry import get_module
+    from cogniverse_assets.runtime import UNOPTIMIZED_VERSION, Router, load_router
+
+    spec = get_module(args.module)
+    path = Path(args.data)
+    if not path.exists():
+        raise CliError(f"no such file: {path}")
+    rows, errors = read_labeled_jsonl(path, spec)
+    for error in errors:
+        print(f"skipped {error}", file=sys.stderr)
+    if not rows:
+        raise CliError(f"no usable rows in {path}")
+    if args.baseline:
+        from cogniverse_resources.lm import LanguageModelResource
+
+        lm = LanguageModelResource()
+        router = Router(args.tenant or "-", spec, spec.program(), UNOPTIMIZED_VERSION, lm.student(), lm.adapter())
+    else:
+        if not args.tenant:
+            raise CliError("--tenant is required unless --baseline")
+        open_config_store().get(args.tenant)
+        router = load_router(args.tenant, args.module)
+        if router.is_fallback:
+            print(f"note: no deployed {args.module} module for {args.tenant}; evaluating the unoptimized module", file=sys.stderr)
+    per_class: dict[str, dict[str, int]] = {}
+    correct = 0
+    for index, row in enumerate(rows, start=1):
+        label = router.spec.label_of(router.route(row))
+        hit = label in row["accept"]
+        correct += hit
+        stats = per_class.setdefault(row["accept"][0], {"n": 0, "correct": 0})
+        stats["n"] += 1
+        stats["correct"] += hit
+        if not args.json and index % 10 == 0:
+            print(f"  {index}/{len(rows)} ...", file=sys.stderr, flush=True)
+    result = {
+        "accuracy": round(correct / len(rows), 4),
+        "n": len(rows),
+        "errors": len(errors),
+        "per_class": {label: {**stats, "accuracy": round(stats["correct"] / stats["n"], 4)} for label, stats in sorted(per_class.items())},
+        "module_version": router.version,
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{args.module} {router.version}: accuracy {result['accuracy']:.3f} on {len(rows)} examples ({len(errors)} bad lines)")
+        for label, stats in result["per_class"].items():
+            print(f"  {label:24s} {stats['correct']:4d}/{stats['n']:<4d} {stats['accuracy']:.3f}")
+    return 0
+
+
+# --------------------------------------------------------------------------------- deployments
+
+
+def cmd_deployments(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from cogniverse_resources.artifacts import ArtifactStore, load_module_payload
+    from cogniverse_resources.config_store import DeploymentRecord
+    from cogniverse_assets.modules.registry import ROUTING_MODULES, get_module
+    from cogniverse_assets.runtime import UNOPTIMIZED_VERSION
+
+    store = open_config_store()
+    if args.action == "list":
+        tenants = [args.tenant] if args.tenant else store.tenant_ids()
+        for tenant_id in tenants:
+            for module in ROUTING_MODULES:
+                record = store.deployed(tenant_id, module)
+                version = record.version if record else f"{UNOPTIMIZED_VERSION} (nothing promoted)"
+                print(f"{tenant_id:24s} {module:12s} {version}")
+        return 0
+    if not args.tenant or not args.module:
+        raise CliError("--tenant and --module are required")
+    store.get(args.tenant)
+    get_module(args.module)
+    history = store.deployment_history(args.tenant, args.module)
+    if args.action == "show":
+        print(json.dumps([asdict(record) for record in history], indent=2))
+        return 0
+    current = history[-1].version if history else UNOPTIMIZED_VERSION
+    if args.to:
+        target = args.to
+    else:
+        earlier = [record.version for record in history[:-1] if record.version != current]
+        target = earlier[-1] if earlier else UNOPTIMIZED_VERSION
+    if target == current:
+        raise CliError(f"{args.tenant}/{args.module} already runs {current}")
+    if target != UNOPTIMIZED_VERSION:
+        load_module_payload(ArtifactStore(), args.tenant, args.module, target)  # must exist before the pointer moves
+    record = store.record_deployment(DeploymentRecord(
+        tenant_id=args.tenant, module=args.module, version=target, action="rollback",
+        actor=os.environ.get("USER", "cli"), reason=args.reason or "manual rollback", previous_version=current,
+    ))
+    print(f"rolled back {args.tenant}/{args.module}: {current} -> {record.version}")
+    return 0
+
+
 # ----------------------------------------------------------------------------------------- run
 
 
@@ -245,6 +393,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_traffic)
 
+    p = sub.add_parser("route", help="answer one query with the tenant's deployed module (and trace it)")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--module", required=True, choices=["modality", "cross_modal", "routing"])
+    p.add_argument("query")
+    p.add_argument("--modality", action="append", help="detected modality (cross_modal input, repeatable)")
+    p.add_argument("--entity", action="append", help="entity (routing input, repeatable)")
+    p.add_argument("--no-trace", action="store_true", help="do not emit a span")
+    p.set_defaults(func=cmd_route)
+
+    p = sub.add_parser("eval", help="accuracy of the deployed (or unoptimized) module on your labeled JSONL")
+    p.add_argument("--tenant")
+    p.add_argument("--module", required=True, choices=["modality", "cross_modal", "routing"])
+    p.add_argument("--data", required=True, help='JSONL: {"query", "label"} or {"query", "accept": [labels]} + module inputs')
+    p.add_argument("--baseline", action="store_true", help="evaluate the unoptimized module")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("deployments", help="deployed module versions: list, show, rollback")
+    p.add_argument("action", choices=["list", "show", "rollback"])
+    p.add_argument("--tenant")
+    p.add_argument("--module", choices=["modality", "cross_modal", "routing"])
+    p.add_argument("--to", help="version to roll back to (default: the previous one)")
+    p.add_argument("--reason")
+    p.set_defaults(func=cmd_deployments)
+
     p = sub.add_parser("run", help="stack + demo tenants + traffic + Dagster UI/daemon (what `make run` does)")
     p.add_argument("--no-lm", action="store_true")
     p.set_defaults(func=cmd_run)
@@ -255,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CliError, stack.StackError, InvalidTenantId, TenantNotFound, ValueError) as error:
+    except (CliError, stack.StackError, InvalidTenantId, TenantNotFound, ValueError, FileNotFoundError) as error:
         message = _validation_message(error) if isinstance(error, ValidationError) else str(error)
         print(f"cogniverse: error: {message}", file=sys.stderr)
         return 2

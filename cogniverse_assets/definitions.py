@@ -8,6 +8,7 @@ from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_resources.content import ContentBackendResource
 from cogniverse_resources.lm import LanguageModelResource
 from cogniverse_resources.phoenix import PhoenixResource
+from cogniverse_assets.assets.evaluation import deployment_assets, evaluation_assets, promotion_gate_checks
 from cogniverse_assets.assets.optimization_plan import optimization_plan_assets
 from cogniverse_assets.assets.optimizer_meta_model import optimizer_meta_model
 from cogniverse_assets.assets.routing_traces import routing_traces_assets
@@ -24,7 +25,10 @@ defs = dg.Definitions(
         optimizer_meta_model,
         *optimization_plan_assets,
         *trained_module_assets,
+        *evaluation_assets,
+        *deployment_assets,
     ],
+    asset_checks=promotion_gate_checks,
     sensors=[tenant_discovery_sensor, trace_threshold_sensor],
     resources={
         "config_store": ConfigStoreResource(),

@@ -9,7 +9,8 @@ from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_assets.planning import FEATURE_NAMES
 
 HISTORY_TABLE = "optimization_history"
-HISTORY_COLUMNS = ["tenant_id", "module", "version", "optimizer", *FEATURE_NAMES, "gain", "lm_calls", "wall_time_s", "recorded_at"]
+HISTORY_COLUMNS = ["tenant_id", "module", "version", "optimizer", *FEATURE_NAMES, "gain", "lm_calls", "wall_time_s",
+                   "candidate_accuracy", "deployed_accuracy_eval", "recorded_at"]
 
 
 def read_history(artifacts: ArtifactStore) -> pd.DataFrame:

@@ -16,7 +16,9 @@ from cogniverse_assets.modules.registry import ROUTING_MODULES
 from cogniverse_assets.partitions import tenants_partitions
 
 # The stage whose materialization marks a finished optimization of a lane.
-LANE_STAGES = ("routing_traces", "synthetic_examples", "training_set", "optimization_plan", "trained_module")
+LANE_STAGES = (
+    "routing_traces", "synthetic_examples", "training_set", "optimization_plan", "trained_module", "evaluation", "deployment",
+)
 # A lane is "optimized" once its plan ran (a skip is a finished optimization too).
 COMPLETION_STAGE = "optimization_plan"
 

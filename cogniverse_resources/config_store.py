@@ -12,6 +12,8 @@ import sqlite3
 import time
 from abc import ABC, abstractmethod
 from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -20,6 +22,21 @@ from pydantic import Field
 
 from cogniverse_resources.paths import data_dir
 from cogniverse_resources.tenant import RoutingConfig, validate_tenant_id
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    """One move of a tenant × module deployment pointer (a promotion or a rollback)."""
+
+    tenant_id: str
+    module: str
+    version: str
+    action: str  # "promote" | "rollback"
+    actor: str
+    reason: str = ""
+    score: float | None = None
+    previous_version: str | None = None
+    at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
 
 
 class TenantNotFound(KeyError):
@@ -39,6 +56,27 @@ class TenantConfigStore(ABC):
     @abstractmethod
     def tenant_ids(self) -> list[str]:
         """All tenant ids, sorted."""
+
+    @abstractmethod
+    def _append_deployment(self, record: DeploymentRecord) -> None: ...
+
+    @abstractmethod
+    def _deployments(self, tenant_id: str, module: str) -> list[DeploymentRecord]: ...
+
+    def record_deployment(self, record: DeploymentRecord) -> DeploymentRecord:
+        validate_tenant_id(record.tenant_id)
+        if record.action not in ("promote", "rollback"):
+            raise ValueError(f"unknown deployment action {record.action!r}")
+        self._append_deployment(record)
+        return record
+
+    def deployment_history(self, tenant_id: str, module: str) -> list[DeploymentRecord]:
+        """Every pointer move, oldest first."""
+        return self._deployments(validate_tenant_id(tenant_id), module)
+
+    def deployed(self, tenant_id: str, module: str) -> DeploymentRecord | None:
+        history = self.deployment_history(tenant_id, module)
+        return history[-1] if history else None
 
     def get(self, tenant_id: str) -> RoutingConfig:
         validate_tenant_id(tenant_id)
@@ -79,6 +117,10 @@ class SQLiteConfigStore(TenantConfigStore):
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS tenants (tenant_id TEXT PRIMARY KEY, config TEXT NOT NULL, updated_at REAL NOT NULL)"
             )
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS deployments (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL, "
+                "module TEXT NOT NULL, record TEXT NOT NULL)"
+            )
 
     def _connect(self) -> sqlite3.Connection:
         # WAL lets the sensor read while the CLI writes.
@@ -102,6 +144,20 @@ class SQLiteConfigStore(TenantConfigStore):
     def tenant_ids(self) -> list[str]:
         with closing(self._connect()) as conn:
             return [row[0] for row in conn.execute("SELECT tenant_id FROM tenants ORDER BY tenant_id")]
+
+    def _append_deployment(self, record: DeploymentRecord) -> None:
+        with closing(self._connect()) as conn, conn:
+            conn.execute(
+                "INSERT INTO deployments (tenant_id, module, record) VALUES (?, ?, ?)",
+                (record.tenant_id, record.module, json.dumps(asdict(record))),
+            )
+
+    def _deployments(self, tenant_id: str, module: str) -> list[DeploymentRecord]:
+        with closing(self._connect()) as conn:
+            rows = conn.execute(
+                "SELECT record FROM deployments WHERE tenant_id = ? AND module = ? ORDER BY id", (tenant_id, module)
+            ).fetchall()
+        return [DeploymentRecord(**json.loads(row[0])) for row in rows]
 
     def __repr__(self) -> str:
         return f"SQLiteConfigStore({self.path})"
@@ -129,6 +185,13 @@ class RedisConfigStore(TenantConfigStore):
 
     def tenant_ids(self) -> list[str]:
         return sorted(self.client.smembers(f"{self.namespace}:tenants"))
+
+    def _append_deployment(self, record: DeploymentRecord) -> None:
+        self.client.rpush(f"{self.namespace}:deployments:{record.tenant_id}:{record.module}", json.dumps(asdict(record)))
+
+    def _deployments(self, tenant_id: str, module: str) -> list[DeploymentRecord]:
+        raw = self.client.lrange(f"{self.namespace}:deployments:{tenant_id}:{module}", 0, -1)
+        return [DeploymentRecord(**json.loads(item)) for item in raw]
 
     def __repr__(self) -> str:
         return f"RedisConfigStore({self._safe_url})"
