@@ -126,8 +126,7 @@ class DSPyModuleIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata({"module_path": dg.MetadataValue.path(path), "version": version})
 
     def load_input(self, context: dg.InputContext) -> dict:
-        tenant_id, module = self._module_dir(context.upstream_output)
-        return load_module_payload(self._store(), tenant_id, module)
+        return load_module_payload(self._store(), context.asset_partition_key, context.asset_key.path[0])
 
 
 def load_module_payload(store: ArtifactStore, tenant_id: str, module: str, version: str | None = None) -> dict:

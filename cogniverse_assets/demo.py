@@ -1,0 +1,127 @@
+"""The closed loop, headless: traffic with feedback → the sensor, run by a real Dagster daemon,
+starts the lanes → training → evaluation → gated promotion; then a table per tenant × module.
+
+Used by ``make demo`` (``cogniverse demo``) and, at small scale, by the end-to-end test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from cogniverse_resources.artifacts import ArtifactStore
+from cogniverse_resources.config_store import TenantConfigStore
+from cogniverse_resources.paths import REPO_ROOT
+from cogniverse_assets.assets.evaluation import EVALUATION_FILE
+from cogniverse_assets.assets.optimization_plan import PLAN_FILE
+from cogniverse_assets.assets.routing_traces import TRACES_TABLE
+from cogniverse_assets.modules.registry import ROUTING_MODULES
+from cogniverse_assets.partitions import tenants_partitions
+
+
+@dataclass
+class LaneOutcome:
+    tenant_id: str
+    module: str
+    traces: int
+    labeled: int
+    optimizer: str
+    deployed_accuracy: float | None
+    candidate_accuracy: float | None
+    promoted: bool | None
+    wall_time_s: float | None
+    lm_calls: int | None
+
+
+def start_daemon(dagster_home: Path, log_file: Path) -> subprocess.Popen:
+    """A real ``dagster-daemon`` (sensors, run queue) over this project's workspace."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", dagster_home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
+    with log_file.open("ab") as log:
+        return subprocess.Popen(
+            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(REPO_ROOT / "workspace.yaml")],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+
+def stop_daemon(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, 15)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)
+
+
+def wait_for_runs(instance: dg.DagsterInstance, tenants: list[str], expected: int, timeout_s: float, progress=print) -> list[dg.DagsterRun]:
+    """Wait until ``expected`` sensor-triggered runs for ``tenants`` have finished."""
+    deadline = time.monotonic() + timeout_s
+    finished_states = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+    last = ""
+    while time.monotonic() < deadline:
+        runs = [run for run in instance.get_runs() if run.tags.get("trigger") == "trace_threshold_sensor" and run.tags.get("tenant") in tenants]
+        done = [run for run in runs if run.status in finished_states]
+        status = f"{len(runs)} runs requested, {len(done)} finished"
+        if status != last:
+            progress(status)
+            last = status
+        if len(done) >= expected:
+            return runs
+        time.sleep(3)
+    raise TimeoutError(f"only {last} after {timeout_s:.0f}s")
+
+
+def outcomes(store: TenantConfigStore, artifacts: ArtifactStore, tenants: list[str]) -> list[LaneOutcome]:
+    rows = []
+    for tenant_id in tenants:
+        for module in ROUTING_MODULES:
+            traces = artifacts.read_table(tenant_id, module, TRACES_TABLE)
+            plan = artifacts.read_json(artifacts.path(tenant_id, module, PLAN_FILE)) or {}
+            evaluation = artifacts.read_json(artifacts.path(tenant_id, module, EVALUATION_FILE)) or {}
+            version = evaluation.get("candidate_version")
+            module_file = artifacts.read_json(artifacts.path(tenant_id, module, "modules", f"{version}.json")) if version else None
+            deployed = store.deployed(tenant_id, module)
+            rows.append(LaneOutcome(
+                tenant_id, module,
+                traces=0 if traces is None else len(traces),
+                labeled=0 if traces is None else int(traces["provenance"].isin(["human", "llm", "router"]).sum()),
+                optimizer=plan.get("optimizer") or ("skip" if plan else "-"),
+                deployed_accuracy=evaluation.get("deployed", {}).get("accuracy"),
+                candidate_accuracy=evaluation.get("candidate", {}).get("accuracy"),
+                promoted=(deployed is not None and deployed.version == version) if version else None,
+                wall_time_s=module_file.get("wall_time_s") if module_file else None,
+                lm_calls=module_file.get("lm_calls") if module_file else None,
+            ))
+    return rows
+
+
+def format_table(rows: list[LaneOutcome]) -> str:
+    def fmt(value, pattern="{:.3f}"):
+        return "-" if value is None else pattern.format(value)
+
+    header = f"{'tenant':10s} {'module':12s} {'traces':>7s} {'labeled':>8s} {'optimizer':>10s} {'deployed':>9s} {'candidate':>10s} {'promoted':>9s} {'train s':>8s} {'LM calls':>9s}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        promoted = "-" if row.promoted is None else ("yes" if row.promoted else "no")
+        lines.append(
+            f"{row.tenant_id:10s} {row.module:12s} {row.traces:7d} {row.labeled:8d} {row.optimizer:>10s} "
+            f"{fmt(row.deployed_accuracy):>9s} {fmt(row.candidate_accuracy):>10s} {promoted:>9s} "
+            f"{fmt(row.wall_time_s, '{:.0f}'):>8s} {fmt(row.lm_calls, '{:d}'):>9s}"
+        )
+    return "\n".join(lines)
+
+
+def register_partitions(instance: dg.DagsterInstance, tenants: list[str]) -> None:
+    """What tenant_discovery_sensor does on its first tick; done up front to save a sensor interval."""
+    known = set(instance.get_dynamic_partitions(tenants_partitions.name))
+    missing = [tenant for tenant in tenants if tenant not in known]
+    if missing:
+        instance.add_dynamic_partitions(tenants_partitions.name, missing)
