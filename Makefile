@@ -10,13 +10,16 @@ UV_VERSION := 0.13.8
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF;-DGGML_AVX=ON;-DGGML_AVX2=ON;-DGGML_FMA=ON;-DGGML_F16C=ON;-DLLAMA_BUILD_TESTS=OFF;-DLLAMA_BUILD_EXAMPLES=OFF
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: run test install lock demo-stack-down clean
+.PHONY: run test demo install lock clean
 
 run: install
 	$(VENV)/bin/cogniverse run
 
 test: install
 	$(VENV)/bin/python -m pytest
+
+demo: install
+	$(VENV)/bin/cogniverse demo
 
 install: $(VENV)/.installed $(PHOENIX_VENV)/.installed
 

@@ -358,6 +358,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Headless closed loop: stack, tenants, traffic with feedback, the daemon's sensor runs, a table."""
+    import time
+
+    import dagster as dg
+
+    from cogniverse_resources.artifacts import ArtifactStore
+    from cogniverse_resources.paths import data_dir
+    from cogniverse_resources.phoenix import PhoenixResource
+    from cogniverse_assets.demo import format_table, outcomes, register_partitions, start_daemon, stop_daemon, wait_for_runs
+    from cogniverse_assets.traffic import emit_traffic
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = time.monotonic()
+    stack_up(with_lm=True)
+    store, artifacts, phoenix = open_config_store(), ArtifactStore(), PhoenixResource()
+    settings = {"acme": {"use_synthetic_data": True}, "globex": {"use_synthetic_data": False}}
+    for tenant_id, extra in settings.items():
+        values = {"min_samples_for_optimization": args.min_samples, "optimization_interval_seconds": 60, "max_training_iterations": 20, **extra}
+        store.update(tenant_id, **values) if store.exists(tenant_id) else store.add(tenant_id, **values)
+        report = emit_traffic(phoenix, tenant_id, n=args.requests, feedback_rate=args.feedback_rate, seed=zlib.crc32(tenant_id.encode()), progress=False)
+        print(f"{tenant_id}: {report.spans} spans, {report.annotated} annotated", flush=True)
+    home = data_dir() / "demo_dagster_home"
+    os.environ["DAGSTER_HOME"] = str(home)
+    daemon = start_daemon(home, data_dir() / "run" / "demo-daemon.log")
+    try:
+        instance = dg.DagsterInstance.get()
+        already = len([run for run in instance.get_runs() if run.tags.get("trigger") == "trace_threshold_sensor"])
+        register_partitions(instance, list(settings))
+        print("waiting for trace_threshold_sensor's runs (the daemon evaluates it every 60 s) ...", flush=True)
+        wait_for_runs(instance, list(settings), expected=already + 2 * 3, timeout_s=args.timeout, progress=lambda s: print(f"  {s}", flush=True))
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    finally:
+        stop_daemon(daemon)
+        stack_down()
+    print()
+    print(format_table(outcomes(store, artifacts, list(settings))))
+    print(f"\ntotal wall time {time.monotonic() - started:.0f}s")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------- main
 
 
@@ -417,6 +462,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", help="version to roll back to (default: the previous one)")
     p.add_argument("--reason")
     p.set_defaults(func=cmd_deployments)
+
+    p = sub.add_parser("demo", help="headless closed loop through the Dagster daemon; prints a table (what `make demo` does)")
+    p.add_argument("--requests", type=int, default=120, help="requests per tenant (3 spans each)")
+    p.add_argument("--feedback-rate", type=float, default=0.6)
+    p.add_argument("--min-samples", type=int, default=40)
+    p.add_argument("--timeout", type=float, default=3600)
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("run", help="stack + demo tenants + traffic + Dagster UI/daemon (what `make run` does)")
     p.add_argument("--no-lm", action="store_true")
