@@ -23,12 +23,12 @@ from cogniverse_resources.artifacts import ArtifactStore, write_bytes_atomic
 from cogniverse_resources.config_store import ConfigStoreResource, DeploymentRecord
 from cogniverse_resources.lm import LanguageModelResource
 from cogniverse_resources.phoenix import PhoenixResource
+from cogniverse_assets.assets.lane import lane_asset, stage_key
 from cogniverse_assets.assets.routing_traces import EXTERNAL_CALL_RETRY, tenant_config
 from cogniverse_assets.assets.training_set import TRAINING_SET_TABLE
 from cogniverse_assets.history import append_outcome, read_history
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
 from cogniverse_assets.optimizers import to_examples
-from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets.runtime import UNOPTIMIZED_VERSION, deployed_program
 from cogniverse_assets.scoring import Scores, promotion_decision, score_program
 
@@ -120,12 +120,9 @@ def _log_to_phoenix(phoenix: PhoenixResource, tenant_id: str, spec: RoutingModul
 
 
 def build_evaluation(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=[spec.name, "evaluation"],
-        group_name=spec.name,
-        partitions_def=tenants_partitions,
-        ins={"candidate": dg.AssetIn(key=dg.AssetKey([spec.name, "trained_module"]))},
-        deps=[dg.AssetKey([spec.name, "training_set"])],
+    @lane_asset(
+        spec, "evaluation", after=("training_set",),
+        ins={"candidate": dg.AssetIn(key=stage_key(spec, "trained_module"))},
         retry_policy=EXTERNAL_CALL_RETRY,
         kinds={"dspy", "phoenix"},
         description=f"Scores the `{spec.name}` candidate and the deployed module on the real validation "
@@ -203,11 +200,8 @@ def build_evaluation(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
 
 
 def build_deployment(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=[spec.name, "deployment"],
-        group_name=spec.name,
-        partitions_def=tenants_partitions,
-        deps=[dg.AssetKey([spec.name, "evaluation"])],
+    @lane_asset(
+        spec, "deployment", after=("evaluation",),
         kinds={"dspy"},
         description=f"Moves the tenant's `{spec.name}` deployment pointer to the evaluated candidate "
         "(only after the promotion gate passed).",

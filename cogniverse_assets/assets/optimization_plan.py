@@ -10,12 +10,12 @@ import dagster as dg
 
 from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.config_store import ConfigStoreResource
+from cogniverse_assets.assets.lane import lane_asset
 from cogniverse_assets.assets.optimizer_meta_model import load_meta_model
 from cogniverse_assets.assets.routing_traces import TRACES_TABLE, tenant_config
 from cogniverse_assets.assets.training_set import TRAINING_SET_TABLE
 from cogniverse_assets.history import read_history
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
-from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets.planning import compute_features, rules_plan
 
 PLAN_FILE = "optimization_plan.json"
@@ -31,11 +31,8 @@ def hours_since_last_training(instance: dg.DagsterInstance, tenant_id: str, modu
 
 
 def build_optimization_plan(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=[spec.name, "optimization_plan"],
-        group_name=spec.name,
-        partitions_def=tenants_partitions,
-        deps=[dg.AssetKey([spec.name, "training_set"]), dg.AssetKey("optimizer_meta_model")],
+    @lane_asset(
+        spec, "optimization_plan", after=("training_set",), extra_deps=("optimizer_meta_model",),
         kinds={"xgboost"},
         description=f"Reads the `{spec.name}` training set, traces, history and meta-model; writes the "
         "decision (train/skip, optimizer) with its reasons and features.",

@@ -26,7 +26,7 @@ from cogniverse_assets.examples import (
     raw_excerpt,
 )
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
-from cogniverse_assets.partitions import tenants_partitions
+from cogniverse_assets.assets.lane import lane_asset
 
 TRACES_TABLE = "routing_traces"
 QUARANTINE_TABLE = "quarantine"
@@ -170,10 +170,8 @@ def _reason_kind(reason: str) -> str:
 
 
 def build_routing_traces(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=[spec.name, "routing_traces"],
-        group_name=spec.name,
-        partitions_def=tenants_partitions,
+    @lane_asset(
+        spec, "routing_traces",
         retry_policy=EXTERNAL_CALL_RETRY,
         kinds={"phoenix", "parquet"},
         description=f"Reads new `{spec.name}` routing spans + feedback from the tenant's Phoenix project; "

@@ -15,11 +15,11 @@ from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_resources.content import ContentBackendResource
 from cogniverse_resources.lm import LanguageModelResource
+from cogniverse_assets.assets.lane import lane_asset
 from cogniverse_assets.assets.routing_traces import EXTERNAL_CALL_RETRY, TRACES_TABLE, tenant_config
 from cogniverse_assets.blending import blend_plan
 from cogniverse_assets.examples import EXAMPLE_COLUMNS, LABELED_PROVENANCES
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
-from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets.synthetic import SYNTHETIC_COLUMNS, SyntheticQueryGenerator
 
 SYNTHETIC_TABLE = "synthetic_examples"
@@ -35,11 +35,8 @@ def labeled_real(artifacts: ArtifactStore, tenant_id: str, module: str) -> pd.Da
 
 
 def build_synthetic_examples(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=[spec.name, "synthetic_examples"],
-        group_name=spec.name,
-        partitions_def=tenants_partitions,
-        deps=[dg.AssetKey([spec.name, "routing_traces"])],
+    @lane_asset(
+        spec, "synthetic_examples", after=("routing_traces",),
         retry_policy=EXTERNAL_CALL_RETRY,
         kinds={"dspy", "parquet"},
         description=f"Reads the `{spec.name}` example table and the content backend; writes synthetic "

@@ -12,13 +12,13 @@ import dagster as dg
 from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_resources.lm import LanguageModelResource
+from cogniverse_assets.assets.lane import lane_asset
 from cogniverse_assets.assets.optimization_plan import PLAN_FILE
 from cogniverse_assets.assets.routing_traces import EXTERNAL_CALL_RETRY, tenant_config
 from cogniverse_assets.assets.training_set import DEFAULT_INTERVAL, TRAINING_SET_TABLE
 from cogniverse_assets.blending import stratified_pick
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
 from cogniverse_assets.optimizers import compile_module, program_summary, to_examples
-from cogniverse_assets.partitions import tenants_partitions
 
 SELECTION_FRACTION = 0.2  # of the train split, for optimizers that pick among candidates
 OPTIMIZERS_WITH_SELECTION = ("mipro", "gepa")
@@ -27,11 +27,8 @@ HEAVY_STEP_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"re
 
 
 def build_trained_module(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=[spec.name, "trained_module"],
-        group_name=spec.name,
-        partitions_def=tenants_partitions,
-        deps=[dg.AssetKey([spec.name, "optimization_plan"]), dg.AssetKey([spec.name, "training_set"])],
+    @lane_asset(
+        spec, "trained_module", after=("optimization_plan", "training_set"),
         io_manager_key="dspy_module_io_manager",
         output_required=False,
         retry_policy=EXTERNAL_CALL_RETRY,

@@ -11,11 +11,11 @@ import pandas as pd
 
 from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.config_store import ConfigStoreResource
+from cogniverse_assets.assets.lane import lane_asset
 from cogniverse_assets.assets.routing_traces import tenant_config
 from cogniverse_assets.assets.synthetic_examples import SYNTHETIC_TABLE, labeled_real
 from cogniverse_assets.blending import build_training_set
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
-from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets.synthetic import SYNTHETIC_COLUMNS
 
 TRAINING_SET_TABLE = "training_set"
@@ -28,11 +28,8 @@ def _counts(frame: pd.DataFrame, column: str) -> dict[str, int]:
 
 
 def build_training_set_asset(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=[spec.name, "training_set"],
-        group_name=spec.name,
-        partitions_def=tenants_partitions,
-        deps=[dg.AssetKey([spec.name, "routing_traces"]), dg.AssetKey([spec.name, "synthetic_examples"])],
+    @lane_asset(
+        spec, "training_set", after=("routing_traces", "synthetic_examples"),
         kinds={"parquet"},
         freshness_policy=dg.FreshnessPolicy.time_window(fail_window=3 * DEFAULT_INTERVAL, warn_window=2 * DEFAULT_INTERVAL),
         description=f"Reads the `{spec.name}` example and synthetic tables; writes the blended training "

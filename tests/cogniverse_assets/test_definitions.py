@@ -12,10 +12,16 @@ REPO = Path(__file__).resolve().parents[2]
 def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
     repository = defs.get_repository_def()
-    assert {sensor.name for sensor in repository.sensor_defs} == {"tenant_discovery_sensor", "trace_threshold_sensor"}
+    # Dagster adds default_automation_condition_sensor for optimizer_meta_model's hourly condition.
+    assert {sensor.name for sensor in repository.sensor_defs} == {
+        "tenant_discovery_sensor", "trace_threshold_sensor", "default_automation_condition_sensor",
+    }
     keys = {key.to_user_string() for key in repository.assets_defs_by_key}
     for module in ("modality", "cross_modal", "routing"):
-        assert {f"{module}/routing_traces", f"{module}/synthetic_examples", f"{module}/training_set"} <= keys
+        stages = ("routing_traces", "synthetic_examples", "training_set", "optimization_plan", "trained_module", "evaluation", "deployment")
+        assert {f"{module}/{stage}" for stage in stages} <= keys
+    assert "optimizer_meta_model" in keys
+    assert len(repository.asset_checks_defs_by_key) == 3  # one blocking promotion gate per module
 
 
 def test_dg_check_defs_passes():
