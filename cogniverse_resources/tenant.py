@@ -46,6 +46,10 @@ class RoutingConfig(BaseModel):
     synthetic_data_ratio: float = Field(0.3, ge=0.0, lt=1.0)
     phoenix_lookback_hours: int = Field(24, ge=1, le=24 * 365)
     min_trace_confidence: float = Field(0.7, ge=0.0, le=1.0)
+    # Promotion gate: required accuracy gain over the deployed module, and the largest recall loss
+    # on any one class that a candidate may have.
+    promotion_min_gain: float = Field(0.01, ge=0.0, le=1.0)
+    promotion_max_class_recall_drop: float = Field(0.15, ge=0.0, le=1.0)
 
     @field_validator("tenant_id")
     @classmethod

@@ -6,8 +6,10 @@ split; writes ``evaluation.json``, a confusion-matrix image and an accuracy-over
 logs the split as a Phoenix dataset and one experiment per module, and appends the outcome to the
 optimization history.
 
-promotion_gate (blocking): passes only if the candidate beats the deployed module by the margin,
-with a paired bootstrap interval above zero on large splits, and loses no class badly.
+promotion_gate (blocking): passes only if the candidate beats the deployed module by the tenant's
+``promotion_min_gain``,
+with a paired bootstrap interval above zero on large splits, and loses no class more than
+``promotion_max_class_recall_drop`` recall.
 
 deployment: moves the tenant × module deployment pointer in the config store (runs only when the
 gate passed, and re-checks the decision itself).
@@ -144,7 +146,9 @@ def build_evaluation(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         deployed_version, deployed = deployed_program(config_store.store(), artifacts, config.tenant_id, spec)
         candidate_scores = score_program(spec, spec.load_program(candidate), examples, student, adapter)
         deployed_scores = score_program(spec, deployed, examples, student, adapter)
-        promote, reasons, figures = promotion_decision(candidate_scores, deployed_scores)
+        promote, reasons, figures = promotion_decision(
+            candidate_scores, deployed_scores, config.promotion_min_gain, config.promotion_max_class_recall_drop
+        )
 
         record = {
             "tenant_id": config.tenant_id, "module": spec.name,

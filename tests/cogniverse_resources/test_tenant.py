@@ -37,6 +37,8 @@ def test_defaults_follow_the_design():
         "synthetic_data_ratio": 0.3,
         "phoenix_lookback_hours": 24,
         "min_trace_confidence": 0.7,
+        "promotion_min_gain": 0.01,
+        "promotion_max_class_recall_drop": 0.15,
     }
 
 
