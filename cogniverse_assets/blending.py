@@ -13,8 +13,8 @@ Strategy by the number of labeled real examples ``n`` of one tenant × module:
 Validation is real data only whenever real labels exist (synthetic data never grades a model),
 preferring human and LLM annotations over the router's own confident answers, stratified by label
 and seeded. A query never appears in both splits. When real data exceed ``REPLAY_BUFFER_SIZE``,
-training examples are drawn by experience replay: weighted by label confidence and by the rarity of
-their label (diversity), not the newest N.
+training examples are drawn by experience replay: weighted by label confidence, by the rarity of
+their label (diversity) and by the shaped reward of the request they came from — not the newest N.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from cogniverse_resources.tenant import RoutingConfig
+from cogniverse_assets.modules.metrics import shaped_reward
 
 COLD_START_MAX_REAL = 20
 PURE_REAL_MIN = 200
@@ -120,12 +121,30 @@ def replay_sample(frame: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
     counts = Counter(frame["label"])
     keys = []
     for index, row in frame.iterrows():
-        confidence = row.get("label_score")
-        confidence = float(confidence) if confidence is not None and not pd.isna(confidence) else 0.5
+        confidence = _known(row.get("label_score"), 0.5)
         weight = PROVENANCE_WEIGHT.get(row["provenance"], 0.5) * max(confidence, 0.05) / counts[row["label"]]
+        weight *= 0.5 + _outcome_reward(row)
         keys.append((rng.random() ** (1.0 / weight), index))
     keep = [index for _, index in sorted(keys, reverse=True)[:size]]
     return frame.loc[sorted(keep)]
+
+
+def _known(value, default):
+    return default if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _outcome_reward(row: pd.Series) -> float:
+    """The design's shaped reward of the request the example came from (0.5 when unknown)."""
+    router_label = row.get("router_label")
+    if router_label is None or pd.isna(router_label):
+        return 0.5  # synthetic or hand-made examples have no recorded outcome
+    success = row.get("success")
+    return shaped_reward(
+        success=None if success is None or (isinstance(success, float) and math.isnan(success)) else bool(success),
+        correct=row["router_label"] == row["label"],
+        satisfaction=_known(row.get("satisfaction"), None),
+        latency_ms=_known(row.get("processing_time_ms"), None),
+    )
 
 
 @dataclass

@@ -106,3 +106,12 @@ def test_training_set_applies_replay_when_real_data_exceed_the_buffer(monkeypatc
     monkeypatch.setattr(blending, "REPLAY_BUFFER_SIZE", 60)
     result = build_training_set(_real(400), _synthetic(0), RoutingConfig(tenant_id="t"))
     assert len(result.train) == 60 and any("experience replay" in note for note in result.notes)
+
+
+def test_experience_replay_weighs_the_shaped_reward_of_the_request():
+    good = _real(100, provenance="router", labels=["video"], prefix="good", score=0.8).assign(
+        router_label="video", success=True, satisfaction=5.0, processing_time_ms=20.0)
+    bad = _real(100, provenance="router", labels=["video"], prefix="bad", score=0.8).assign(
+        router_label="image", success=False, satisfaction=1.0, processing_time_ms=900.0)
+    kept = blending.replay_sample(pd.concat([bad, good], ignore_index=True), 50, seed=0)
+    assert kept["span_id"].str.startswith("good").mean() > 0.6
