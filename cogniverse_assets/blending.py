@@ -36,6 +36,8 @@ VALIDATION_FRACTION = 0.25
 MIN_VALIDATION_EXAMPLES = 5
 MAX_VALIDATION_EXAMPLES = 200
 COLD_START_SYNTHETIC_EXAMPLES = 40
+# Zero-reward experiences keep a floor of priority so that they are still replayed now and then.
+REWARD_FLOOR = 0.2
 PROVENANCE_WEIGHT = {"human": 1.0, "llm": 0.8, "router": 0.6, "synthetic": 0.5}
 
 
@@ -123,7 +125,7 @@ def replay_sample(frame: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
     for index, row in frame.iterrows():
         confidence = _known(row.get("label_score"), 0.5)
         weight = PROVENANCE_WEIGHT.get(row["provenance"], 0.5) * max(confidence, 0.05) / counts[row["label"]]
-        weight *= 0.5 + _outcome_reward(row)
+        weight *= REWARD_FLOOR + _outcome_reward(row)
         keys.append((rng.random() ** (1.0 / weight), index))
     keep = [index for _, index in sorted(keys, reverse=True)[:size]]
     return frame.loc[sorted(keep)]

@@ -113,5 +113,6 @@ def test_experience_replay_weighs_the_shaped_reward_of_the_request():
         router_label="video", success=True, satisfaction=5.0, processing_time_ms=20.0)
     bad = _real(100, provenance="router", labels=["video"], prefix="bad", score=0.8).assign(
         router_label="image", success=False, satisfaction=1.0, processing_time_ms=900.0)
-    kept = blending.replay_sample(pd.concat([bad, good], ignore_index=True), 50, seed=0)
-    assert kept["span_id"].str.startswith("good").mean() > 0.6
+    pool = pd.concat([bad, good], ignore_index=True)
+    shares = [blending.replay_sample(pool, 50, seed=seed)["span_id"].str.startswith("good").mean() for seed in range(5)]
+    assert sum(shares) / len(shares) > 0.65  # vs 0.5 without the reward
