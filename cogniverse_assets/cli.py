@@ -371,6 +371,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from cogniverse_resources.paths import data_dir
     from cogniverse_resources.phoenix import PhoenixResource
     from cogniverse_assets.demo import format_table, outcomes, register_partitions, start_daemon, stop_daemon, wait_for_runs
+    from cogniverse_assets.modules.registry import ROUTING_MODULES
     from cogniverse_assets.traffic import emit_traffic
 
     signal.signal(signal.SIGTERM, _interrupt)
@@ -381,7 +382,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for tenant_id, extra in settings.items():
         values = {"min_samples_for_optimization": args.min_samples, "optimization_interval_seconds": 60, "max_training_iterations": 20, **extra}
         store.update(tenant_id, **values) if store.exists(tenant_id) else store.add(tenant_id, **values)
-        report = emit_traffic(phoenix, tenant_id, n=args.requests, feedback_rate=args.feedback_rate, seed=zlib.crc32(tenant_id.encode()), progress=False)
+        report = emit_traffic(phoenix, tenant_id, n=args.requests, feedback_rate=args.feedback_rate,
+                              seed=zlib.crc32(tenant_id.encode()), modules=args.module, progress=False)
         print(f"{tenant_id}: {report.spans} spans, {report.annotated} annotated", flush=True)
     home = data_dir() / "demo_dagster_home"
     os.environ["DAGSTER_HOME"] = str(home)
@@ -391,14 +393,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         already = len([run for run in instance.get_runs() if run.tags.get("trigger") == "trace_threshold_sensor"])
         register_partitions(instance, list(settings))
         print("waiting for trace_threshold_sensor's runs (the daemon evaluates it every 60 s) ...", flush=True)
-        wait_for_runs(instance, list(settings), expected=already + 2 * 3, timeout_s=args.timeout, progress=lambda s: print(f"  {s}", flush=True))
+        lanes = len(settings) * len(args.module or ROUTING_MODULES)
+        wait_for_runs(instance, list(settings), expected=already + lanes, timeout_s=args.timeout, progress=lambda s: print(f"  {s}", flush=True))
     except KeyboardInterrupt:
         print("interrupted", flush=True)
     finally:
         stop_daemon(daemon)
         stack_down()
     print()
-    print(format_table(outcomes(store, artifacts, list(settings))))
+    print(format_table(outcomes(store, artifacts, list(settings), args.module)))
     print(f"\ntotal wall time {time.monotonic() - started:.0f}s")
     return 0
 
@@ -468,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feedback-rate", type=float, default=0.6)
     p.add_argument("--min-samples", type=int, default=40)
     p.add_argument("--timeout", type=float, default=3600)
+    p.add_argument("--module", action="append", choices=["modality", "cross_modal", "routing"],
+                   help="only these modules get traffic (and so runs); default all three")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("run", help="stack + demo tenants + traffic + Dagster UI/daemon (what `make run` does)")

@@ -79,10 +79,10 @@ def wait_for_runs(instance: dg.DagsterInstance, tenants: list[str], expected: in
     raise TimeoutError(f"only {last} after {timeout_s:.0f}s")
 
 
-def outcomes(store: TenantConfigStore, artifacts: ArtifactStore, tenants: list[str]) -> list[LaneOutcome]:
+def outcomes(store: TenantConfigStore, artifacts: ArtifactStore, tenants: list[str], modules: list[str] | None = None) -> list[LaneOutcome]:
     rows = []
     for tenant_id in tenants:
-        for module in ROUTING_MODULES:
+        for module in modules or ROUTING_MODULES:
             traces = artifacts.read_table(tenant_id, module, TRACES_TABLE)
             plan = artifacts.read_json(artifacts.path(tenant_id, module, PLAN_FILE)) or {}
             evaluation = artifacts.read_json(artifacts.path(tenant_id, module, EVALUATION_FILE)) or {}
