@@ -219,7 +219,7 @@ def build_deployment(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         current = store.deployed(tenant_id, spec.name)
         store.record_deployment(DeploymentRecord(
             tenant_id=tenant_id, module=spec.name, version=record["candidate_version"], action="promote",
-            actor=f"dagster run {context.run_id[:8]}", reason="; ".join(record["reasons"]),
+            actor=f"dagster run {context.run.run_id[:8]}", reason="; ".join(record["reasons"]),
             score=record["candidate"]["accuracy"], previous_version=current.version if current else UNOPTIMIZED_VERSION,
         ))
         return dg.MaterializeResult(metadata={

@@ -58,7 +58,7 @@ def build_trained_module(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
             max_iterations=config.max_training_iterations, valset=selection,
         )
         summary = program_summary(result.program)
-        version = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{context.run_id[:8]}"
+        version = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{context.run.run_id[:8]}"
         payload = {
             "version": version,
             "tenant_id": config.tenant_id,
