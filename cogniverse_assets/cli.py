@@ -365,12 +365,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Headless closed loop: stack, tenants, traffic with feedback, the daemon's sensor runs, a table."""
     import time
 
-    import dagster as dg
-
     from cogniverse_resources.artifacts import ArtifactStore
     from cogniverse_resources.paths import data_dir
     from cogniverse_resources.phoenix import PhoenixResource
-    from cogniverse_assets.demo import format_table, outcomes, register_partitions, start_daemon, stop_daemon, wait_for_runs
+    from cogniverse_assets.demo import format_table, outcomes, prepare_instance, start_daemon, stop_daemon, wait_for_runs
     from cogniverse_assets.modules.registry import ROUTING_MODULES
     from cogniverse_assets.traffic import emit_traffic
 
@@ -386,12 +384,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                               seed=zlib.crc32(tenant_id.encode()), modules=args.module, progress=False)
         print(f"{tenant_id}: {report.spans} spans, {report.annotated} annotated", flush=True)
     home = data_dir() / "demo_dagster_home"
-    os.environ["DAGSTER_HOME"] = str(home)
+    instance = prepare_instance(home, list(settings))
+    already = len([run for run in instance.get_runs() if run.tags.get("trigger") == "trace_threshold_sensor"])
     daemon = start_daemon(home, data_dir() / "run" / "demo-daemon.log")
     try:
-        instance = dg.DagsterInstance.get()
-        already = len([run for run in instance.get_runs() if run.tags.get("trigger") == "trace_threshold_sensor"])
-        register_partitions(instance, list(settings))
         print("waiting for trace_threshold_sensor's runs (the daemon evaluates it every 60 s) ...", flush=True)
         lanes = len(settings) * len(args.module or ROUTING_MODULES)
         wait_for_runs(instance, list(settings), expected=already + lanes, timeout_s=args.timeout, progress=lambda s: print(f"  {s}", flush=True))

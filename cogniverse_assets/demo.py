@@ -40,10 +40,21 @@ class LaneOutcome:
     lm_calls: int | None
 
 
-def start_daemon(dagster_home: Path, log_file: Path) -> subprocess.Popen:
-    """A real ``dagster-daemon`` (sensors, run queue) over this project's workspace."""
+def prepare_instance(dagster_home: Path, tenants: list[str]) -> dg.DagsterInstance:
+    """The project's instance config in ``dagster_home``, storage created, tenant partitions added.
+
+    Done before the daemon starts: two processes creating a fresh SQLite storage at once race on
+    its schema migrations.
+    """
     dagster_home.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", dagster_home / "dagster.yaml")
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    register_partitions(instance, tenants)
+    return instance
+
+
+def start_daemon(dagster_home: Path, log_file: Path) -> subprocess.Popen:
+    """A real ``dagster-daemon`` (sensors, run queue) over this project's workspace."""
     env = {**os.environ, "DAGSTER_HOME": str(dagster_home)}
     with log_file.open("ab") as log:
         return subprocess.Popen(

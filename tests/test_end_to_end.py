@@ -13,7 +13,7 @@ from cogniverse_resources import trace_contract as tc
 from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.config_store import DeploymentRecord, open_config_store
 from cogniverse_assets.cli import main
-from cogniverse_assets.demo import format_table, outcomes, register_partitions, start_daemon, stop_daemon, wait_for_runs
+from cogniverse_assets.demo import format_table, outcomes, prepare_instance, start_daemon, stop_daemon, wait_for_runs
 from cogniverse_assets.modules.registry import get_module
 from cogniverse_assets.traffic import emit_traffic
 
@@ -32,7 +32,6 @@ def _sabotaged_version(artifacts, tenant):
 def test_closed_loop_through_the_daemon(phoenix, local_lm, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CONFIG_STORE_URL", f"sqlite://{tmp_path}/config.sqlite")
     monkeypatch.setenv("COGNIVERSE_ARTIFACTS_URL", str(tmp_path / "artifacts"))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     store, artifacts = open_config_store(), ArtifactStore()
     store.add("e2e-a", min_samples_for_optimization=25, optimization_interval_seconds=60, use_synthetic_data=False, max_training_iterations=10)
     store.add("e2e-b", enable_auto_optimization=False)
@@ -41,10 +40,9 @@ def test_closed_loop_through_the_daemon(phoenix, local_lm, tmp_path, monkeypatch
     emit_traffic(phoenix, "e2e-a", n=45, feedback_rate=1.0, accuracy=0.8, seed=41, progress=False, modules=["modality"])
     emit_traffic(phoenix, "e2e-b", n=5, feedback_rate=1.0, seed=42, progress=False, modules=["modality"])
 
+    instance = prepare_instance(tmp_path / "dagster_home", ["e2e-a", "e2e-b"])
     daemon = start_daemon(tmp_path / "dagster_home", tmp_path / "daemon.log")
     try:
-        instance = dg.DagsterInstance.get()
-        register_partitions(instance, ["e2e-a", "e2e-b"])
         runs = wait_for_runs(instance, ["e2e-a", "e2e-b"], expected=1, timeout_s=900, progress=lambda _: None)
     finally:
         stop_daemon(daemon)
