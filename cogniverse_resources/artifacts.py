@@ -43,15 +43,19 @@ def write_bytes_atomic(path: UPath, payload: bytes) -> None:
         path.write_bytes(payload)
 
 
+def _check_segments(parts: tuple[str, ...]) -> None:
+    for part in parts:
+        if not part or "/" in part or part in (".", ".."):
+            raise ValueError(f"unsafe artifact path segment {part!r}")
+
+
 class ArtifactStore(dg.ConfigurableResource):
     """Root folder/bucket for everything the pipeline produces, laid out ``<tenant>/<module>/...``."""
 
     root: str = Field(default_factory=default_artifacts_root, description="local path, s3://bucket/prefix or gs://bucket/prefix")
 
     def path(self, tenant_id: str, *parts: str) -> UPath:
-        for part in parts:
-            if not part or "/" in part or part in (".", ".."):
-                raise ValueError(f"unsafe artifact path segment {part!r}")
+        _check_segments(parts)
         return UPath(self.root).joinpath(validate_tenant_id(tenant_id), *parts)
 
     def global_path(self, *parts: str) -> UPath:
@@ -59,9 +63,7 @@ class ArtifactStore(dg.ConfigurableResource):
 
         ``_global`` can never collide with a tenant: tenant ids cannot start with ``_``.
         """
-        for part in parts:
-            if not part or "/" in part or part in (".", ".."):
-                raise ValueError(f"unsafe artifact path segment {part!r}")
+        _check_segments(parts)
         return UPath(self.root).joinpath("_global", *parts)
 
     def read_json(self, path: UPath) -> dict | None:
