@@ -37,7 +37,7 @@ $(PHOENIX_VENV)/.installed: requirements-phoenix.lock $(VENV)/.installed
 	touch $@
 
 lock:
-	$(UV) pip compile pyproject.toml --extra test --extra tools --python-version 3.11 -o requirements.lock
+	$(UV) pip compile pyproject.toml --extra local-lm --extra test --extra tools --python-version 3.11 -o requirements.lock
 	$(UV) pip compile phoenix-server.in --python-version 3.11 -o requirements-phoenix.lock
 
 clean:

@@ -130,8 +130,8 @@ def cmd_traffic(args: argparse.Namespace) -> int:
     from cogniverse_assets.traffic import emit_traffic
 
     store = open_config_store()
-    store.get(args.tenant)  # unknown tenants are an error, not a silently created project
-    phoenix = PhoenixResource()
+    config = store.get(args.tenant)  # unknown tenants are an error, not a silently created project
+    phoenix = PhoenixResource().for_tenant(config.phoenix_endpoint)
     if not phoenix.healthy():
         raise CliError(f"Phoenix is not reachable at {phoenix.endpoint} (start it with `cogniverse stack up`)")
     report = emit_traffic(
@@ -160,7 +160,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     from cogniverse_resources.tracer import RoutingDecision, RoutingTracer
     from cogniverse_assets.runtime import load_router, timed_route
 
-    open_config_store().get(args.tenant)
+    config = open_config_store().get(args.tenant)
     router = load_router(args.tenant, args.module)
     if router.is_fallback:
         print(f"note: no deployed {args.module} module for {args.tenant}; using the unoptimized module", file=sys.stderr)
@@ -169,7 +169,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     label = router.spec.label_of(prediction)
     span_id = None
     if not args.no_trace:
-        tracer = RoutingTracer(PhoenixResource(), args.tenant)
+        tracer = RoutingTracer(PhoenixResource().for_tenant(config.phoenix_endpoint), args.tenant)
         span_id = tracer.record(RoutingDecision(
             module=args.module, query=args.query, label=label, confidence=0.8, processing_time_ms=elapsed_ms,
             module_version=router.version, detected_modalities=row["detected_modalities"], entities=row["entities"],

@@ -1,13 +1,9 @@
-"""The whole system at a glance: one lane of assets per routing module, the sensors that start
-them, and the resources at the edge."""
+"""The whole system at a glance: one lane of assets per routing module, the sensors and the job
+that start them, and the resources at the edge, configured for the deployment named by
+``COGNIVERSE_DEPLOYMENT`` (local by default, k8s for one pod per step; see deployment.py)."""
 
 import dagster as dg
 
-from cogniverse_resources.artifacts import ArtifactStore, DSPyModuleIOManager
-from cogniverse_resources.config_store import ConfigStoreResource
-from cogniverse_resources.content import ContentBackendResource
-from cogniverse_resources.lm import LanguageModelResource
-from cogniverse_resources.phoenix import PhoenixResource
 from cogniverse_assets.assets.evaluation import deployment_assets, evaluation_assets, promotion_gate_checks
 from cogniverse_assets.assets.optimization_plan import optimization_plan_assets
 from cogniverse_assets.assets.optimizer_meta_model import optimizer_meta_model
@@ -15,7 +11,11 @@ from cogniverse_assets.assets.routing_traces import routing_traces_assets
 from cogniverse_assets.assets.synthetic_examples import synthetic_examples_assets
 from cogniverse_assets.assets.trained_module import trained_module_assets
 from cogniverse_assets.assets.training_set import training_set_assets
-from cogniverse_assets.sensors import tenant_discovery_sensor, trace_threshold_sensor
+from cogniverse_assets.deployment import for_environment
+from cogniverse_assets.jobs import optimize_tenant
+from cogniverse_assets.sensors import lane_failure_sensor, tenant_discovery_sensor, trace_threshold_sensor
+
+DEPLOYMENT, RESOURCES, EXECUTOR = for_environment()
 
 defs = dg.Definitions(
     assets=[
@@ -29,13 +29,8 @@ defs = dg.Definitions(
         *deployment_assets,
     ],
     asset_checks=promotion_gate_checks,
-    sensors=[tenant_discovery_sensor, trace_threshold_sensor],
-    resources={
-        "config_store": ConfigStoreResource(),
-        "phoenix": PhoenixResource(),
-        "lm": LanguageModelResource(),
-        "content": ContentBackendResource(),
-        "artifacts": ArtifactStore(),
-        "dspy_module_io_manager": DSPyModuleIOManager(),
-    },
+    jobs=[optimize_tenant],
+    sensors=[tenant_discovery_sensor, trace_threshold_sensor, lane_failure_sensor],
+    resources=RESOURCES,
+    executor=EXECUTOR,
 )

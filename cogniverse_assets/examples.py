@@ -140,7 +140,12 @@ def choose_label(
     """
     best: dict[str, tuple[str, Any, float | None]] = {}
     for annotation in annotations:
-        result = annotation.get("result") or {}
+        if not isinstance(annotation, Mapping):
+            raise Malformed("routing_feedback annotation is not an object")
+        result = annotation.get("result")
+        result = {} if result is None else result
+        if not isinstance(result, Mapping):
+            raise Malformed("routing_feedback result is not an object")
         label = result.get("label")
         if label is None:
             continue
@@ -151,8 +156,9 @@ def choose_label(
         if provenance is None:
             continue
         stamp = annotation.get("updated_at") or annotation.get("created_at") or ""
+        stamp = stamp if isinstance(stamp, str) else ""
         score = result.get("score")
-        score = float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None
+        score = float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score) else None
         if provenance not in best or stamp >= best[provenance][1]:
             best[provenance] = (label, stamp, score)
     for provenance in ("human", "llm"):
@@ -168,3 +174,50 @@ def choose_label(
     ):
         return example["router_label"], "router", confidence
     return None, "unlabeled", None
+
+
+def quarantine_row(item: Any, spec: RoutingModuleSpec, reason: str) -> dict:
+    """A quarantine table row for a span (or an example parsed from one) and its reason."""
+    span_id = start_time = None
+    if isinstance(item, Mapping):
+        context = item.get("context")
+        span_id = context.get("span_id") if isinstance(context, Mapping) else item.get("span_id")
+        start_time = item.get("start_time") if isinstance(item.get("start_time"), str) else None
+    return {
+        "span_id": str(span_id) if span_id is not None else "",
+        "module": spec.name,
+        "reason": reason,
+        "raw": raw_excerpt(item),
+        "start_time": start_time,
+    }
+
+
+def parse_page(page: Sequence[Any], spec: RoutingModuleSpec) -> tuple[list[dict], list[dict]]:
+    """Examples for the spans that keep the contract, quarantine rows for the others."""
+    examples, quarantined = [], []
+    for span in page:
+        try:
+            examples.append(parse_span(span, spec))
+        except Malformed as reason:
+            quarantined.append(quarantine_row(span, spec, str(reason)))
+    return examples, quarantined
+
+
+def label_examples(
+    examples: Sequence[dict],
+    annotations: Mapping[str, Sequence[Mapping[str, Any]]],
+    spec: RoutingModuleSpec,
+    min_trace_confidence: float,
+) -> tuple[list[dict], list[dict]]:
+    """Label each example from its annotations (by span id); contradictory ones are quarantined."""
+    labeled, quarantined = [], []
+    for example in examples:
+        try:
+            example["label"], example["provenance"], example["label_score"] = choose_label(
+                example, annotations.get(example["span_id"], []), spec, min_trace_confidence
+            )
+        except Malformed as reason:
+            quarantined.append(quarantine_row(example, spec, str(reason)))
+            continue
+        labeled.append(example)
+    return labeled, quarantined

@@ -12,19 +12,12 @@ import dagster as dg
 from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_resources.phoenix import PhoenixResource, PhoenixUnavailable
 from cogniverse_resources.tenant import InvalidTenantId, RoutingConfig, validate_tenant_id
+from cogniverse_assets.assets.lane import lane_keys
 from cogniverse_assets.modules.registry import ROUTING_MODULES
 from cogniverse_assets.partitions import tenants_partitions
 
-# The stage whose materialization marks a finished optimization of a lane.
-LANE_STAGES = (
-    "routing_traces", "synthetic_examples", "training_set", "optimization_plan", "trained_module", "evaluation", "deployment",
-)
 # A lane is "optimized" once its plan ran (a skip is a finished optimization too).
 COMPLETION_STAGE = "optimization_plan"
-
-
-def lane_keys(module: str) -> list[dg.AssetKey]:
-    return [dg.AssetKey([module, stage]) for stage in LANE_STAGES]
 
 
 @dg.sensor(
@@ -98,7 +91,7 @@ def evaluate_tenant(instance: dg.DagsterInstance, phoenix: PhoenixResource, conf
         return checks
     lookback_start = now - timedelta(hours=config.phoenix_lookback_hours)
     since = {check.module: max(check.last_success, lookback_start) if check.last_success else lookback_start for check in due}
-    counts = phoenix.count_labeled_routing_spans(config.tenant_id, since, config.min_trace_confidence)
+    counts = phoenix.for_tenant(config.phoenix_endpoint).count_labeled_routing_spans(config.tenant_id, since, config.min_trace_confidence)
     for check in due:
         check.new_labeled = counts[check.module]
         if check.new_labeled < config.min_samples_for_optimization:
@@ -150,3 +143,52 @@ def trace_threshold_sensor(context: dg.SensorEvaluationContext, config_store: Co
         reason = "; ".join(verdicts + [f"{item} (Phoenix unreachable)" for item in unreachable]) or "no active tenants"
         return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor)
     return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+
+def error_chain(error) -> str:  # noqa: ANN001 - dagster's SerializableErrorInfo
+    """The first line of an error and of each of its causes: "Exceeded max_retries of 3 <- ...". """
+    parts = []
+    while error is not None:
+        line = error.message.strip().splitlines()[0] if error.message.strip() else (error.cls_name or "error")
+        if line not in parts:
+            parts.append(line)
+        error = error.cause
+    return " <- ".join(parts)
+
+
+def failure_observations(run: dg.DagsterRun, failed_steps: list[tuple[str, str]]) -> list[dg.AssetObservation]:
+    """One observation per failed lane step of a tenant's run: ``(step_key, error message)`` pairs."""
+    tenant_id = run.tags.get("dagster/partition")
+    if not tenant_id:
+        return []
+    lane_steps = {"__".join(key.path): key for module in ROUTING_MODULES for key in lane_keys(module)}
+    observations = []
+    for step_key, message in failed_steps:
+        key = lane_steps.get(step_key)
+        if key is None:
+            continue
+        observations.append(dg.AssetObservation(
+            asset_key=key,
+            partition=tenant_id,
+            metadata={
+                "status": "failed",
+                "run_id": run.run_id,
+                "step": step_key,
+                "error": message[:1000] or "(no message)",
+            },
+        ))
+    return observations
+
+
+@dg.run_failure_sensor(
+    name="lane_failure_sensor",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Records each failed lane step as an observation on the tenant's partition of that "
+    "asset, so the asset page shows which tenant × module failed, when and why.",
+)
+def lane_failure_sensor(context: dg.RunFailureSensorContext):
+    failed = [(event.step_key, error_chain(event.event_specific_data.error)) for event in context.get_step_failure_events()]
+    observations = failure_observations(context.dagster_run, failed)
+    for observation in observations:
+        context.instance.report_runless_asset_event(observation)
+    context.log.info(f"run {context.dagster_run.run_id}: recorded {len(observations)} failed lane steps")

@@ -33,6 +33,12 @@ class PhoenixResource(dg.ConfigurableResource):
     api_key: str | None = Field(default_factory=lambda: os.environ.get("PHOENIX_API_KEY"), description="Phoenix API key")
     timeout_s: int = 30
 
+    def for_tenant(self, phoenix_endpoint: str | None) -> "PhoenixResource":
+        """This Phoenix, or the tenant's own one when its config names an endpoint."""
+        if not phoenix_endpoint or phoenix_endpoint == self.endpoint:
+            return self
+        return PhoenixResource(endpoint=phoenix_endpoint, project_prefix=self.project_prefix, api_key=self.api_key, timeout_s=self.timeout_s)
+
     def client(self) -> Client:
         return Client(base_url=self.endpoint, api_key=self.api_key)
 

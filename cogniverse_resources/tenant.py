@@ -50,6 +50,14 @@ class RoutingConfig(BaseModel):
     # on any one class that a candidate may have.
     promotion_min_gain: float = Field(0.01, ge=0.0, le=1.0)
     promotion_max_class_recall_drop: float = Field(0.15, ge=0.0, le=1.0)
+    # A tenant whose traces live in its own Phoenix (data residency, a dedicated deployment);
+    # None = the shared Phoenix server. Set it to "" to go back to the shared one.
+    phoenix_endpoint: str | None = Field(None, pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2048)
+
+    @field_validator("phoenix_endpoint", mode="before")
+    @classmethod
+    def _empty_endpoint_is_shared(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("tenant_id")
     @classmethod

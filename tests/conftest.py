@@ -107,3 +107,29 @@ def local_lm(tmp_path_factory):
             os.environ.pop("COGNIVERSE_LM_PORT", None)
         else:
             os.environ["COGNIVERSE_LM_PORT"] = previous
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A fresh, empty database on ``COGNIVERSE_TEST_POSTGRES_URL`` (default: the local server at
+    127.0.0.1:5432, trust auth), dropped afterwards."""
+    import uuid
+    from urllib.parse import urlparse, urlunparse
+
+    import psycopg2
+
+    server = os.environ.get("COGNIVERSE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"cogniverse_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg2.connect(server, connect_timeout=5)
+    except psycopg2.OperationalError as error:
+        pytest.skip(f"no Postgres at {server}: {error}")
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunparse(urlparse(server)._replace(path=f"/{name}"))
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

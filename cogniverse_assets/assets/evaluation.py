@@ -172,7 +172,7 @@ def build_evaluation(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         versions_path = artifacts.path(config.tenant_id, spec.name, "plots", "accuracy-over-versions.png")
         write_bytes_atomic(confusion_path, confusion_png)
         write_bytes_atomic(versions_path, versions_png)
-        urls = _log_to_phoenix(phoenix, config.tenant_id, spec, validation, {"candidate": candidate_scores, "deployed": deployed_scores})
+        urls = _log_to_phoenix(phoenix.for_tenant(config.phoenix_endpoint), config.tenant_id, spec, validation, {"candidate": candidate_scores, "deployed": deployed_scores})
         return dg.MaterializeResult(metadata={
             "comparison": dg.MetadataValue.md(_markdown(candidate_scores, deployed_scores, candidate["version"], deployed_version)),
             "candidate_accuracy": round(candidate_scores.accuracy, 4),

@@ -7,6 +7,16 @@ from cogniverse_assets.modules.registry import RoutingModuleSpec
 from cogniverse_assets.partitions import tenants_partitions
 
 
+# A lane's stages, upstream first.
+LANE_STAGES = (
+    "routing_traces", "synthetic_examples", "training_set", "optimization_plan", "trained_module", "evaluation", "deployment",
+)
+
+
+def lane_keys(module: str) -> list[dg.AssetKey]:
+    return [dg.AssetKey([module, stage]) for stage in LANE_STAGES]
+
+
 def stage_key(spec: RoutingModuleSpec, stage: str) -> dg.AssetKey:
     return dg.AssetKey([spec.name, stage])
 

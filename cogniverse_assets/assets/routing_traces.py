@@ -10,11 +10,12 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import httpx
 import pandas as pd
 
 from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.config_store import ConfigStoreResource, TenantNotFound
-from cogniverse_resources.phoenix import PhoenixResource
+from cogniverse_resources.phoenix import PhoenixResource, PhoenixUnavailable
 from cogniverse_resources.tenant import RoutingConfig
 from cogniverse_assets.examples import (
     EXAMPLE_COLUMNS,
@@ -22,8 +23,8 @@ from cogniverse_assets.examples import (
     QUARANTINE_COLUMNS,
     Malformed,
     choose_label,
-    parse_span,
-    raw_excerpt,
+    label_examples,
+    parse_page,
 )
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
 from cogniverse_assets.assets.lane import lane_asset
@@ -80,23 +81,10 @@ def ingest_routing_traces(
     fetched = 0
     for page in phoenix.iter_routing_spans(tenant_id, spec.name, read_from, now + timedelta(seconds=1)):
         fetched += len(page)
-        examples = []
-        for span in page:
-            try:
-                examples.append(parse_span(span, spec))
-            except Malformed as reason:
-                quarantined.append(_quarantine_row(span, spec, str(reason)))
+        examples, rejected = parse_page(page, spec)
         annotations = phoenix.feedback_annotations(tenant_id, [example["span_id"] for example in examples])
-        labeled = []
-        for example in examples:
-            try:
-                example["label"], example["provenance"], example["label_score"] = choose_label(
-                    example, annotations.get(example["span_id"], []), spec, config.min_trace_confidence
-                )
-            except Malformed as reason:
-                quarantined.append(_quarantine_row(example, spec, str(reason), span_id=example["span_id"], start_time=example["start_time"]))
-                continue
-            labeled.append(example)
+        labeled, contradictory = label_examples(examples, annotations, spec, config.min_trace_confidence)
+        quarantined += rejected + contradictory
         if labeled:
             new_chunks.append(pd.DataFrame(labeled, columns=EXAMPLE_COLUMNS))
 
@@ -151,20 +139,6 @@ def _refresh_late_feedback(
     return changed
 
 
-def _quarantine_row(span: object, spec: RoutingModuleSpec, reason: str, span_id: str | None = None, start_time: str | None = None) -> dict:
-    if span_id is None and isinstance(span, dict):
-        context = span.get("context")
-        span_id = context.get("span_id") if isinstance(context, dict) else None
-        start_time = span.get("start_time") if isinstance(span.get("start_time"), str) else None
-    return {
-        "span_id": str(span_id) if span_id is not None else "",
-        "module": spec.name,
-        "reason": reason,
-        "raw": raw_excerpt(span),
-        "start_time": start_time,
-    }
-
-
 def _reason_kind(reason: str) -> str:
     return reason.split(" ", 1)[0].split("=", 1)[0]
 
@@ -184,7 +158,14 @@ def build_routing_traces(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         artifacts: ArtifactStore,
     ) -> dg.MaterializeResult:
         config = tenant_config(config_store, context.partition_key)
-        figures = ingest_routing_traces(phoenix, artifacts, spec, config)
+        tenant_phoenix = phoenix.for_tenant(config.phoenix_endpoint)
+        try:
+            figures = ingest_routing_traces(tenant_phoenix, artifacts, spec, config)
+        except httpx.HTTPError as error:  # retried by EXTERNAL_CALL_RETRY; the message says where
+            raise PhoenixUnavailable(
+                f"Phoenix at {tenant_phoenix.endpoint} failed while reading {config.tenant_id}/{spec.name}: "
+                f"{type(error).__name__}: {error}"
+            ) from error
         context.log.info(
             f"{config.tenant_id}/{spec.name}: {figures['new_examples']} new, {figures['total_examples']} total, "
             f"{figures['quarantined_this_run']} quarantined"

@@ -14,7 +14,7 @@ def test_definitions_load():
     repository = defs.get_repository_def()
     # Dagster adds default_automation_condition_sensor for optimizer_meta_model's hourly condition.
     assert {sensor.name for sensor in repository.sensor_defs} == {
-        "tenant_discovery_sensor", "trace_threshold_sensor", "default_automation_condition_sensor",
+        "tenant_discovery_sensor", "trace_threshold_sensor", "lane_failure_sensor", "default_automation_condition_sensor",
     }
     keys = {key.to_user_string() for key in repository.assets_defs_by_key}
     for module in ("modality", "cross_modal", "routing"):
@@ -22,6 +22,11 @@ def test_definitions_load():
         assert {f"{module}/{stage}" for stage in stages} <= keys
     assert "optimizer_meta_model" in keys
     assert len(repository.asset_checks_defs_by_key) == 3  # one blocking promotion gate per module
+    job = defs.resolve_job_def("optimize_tenant")
+    assert job.partitions_def.name == "tenants"
+    assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} == {
+        f"{module}/{stage}" for module in ("modality", "cross_modal", "routing") for stage in stages
+    }
 
 
 def test_dg_check_defs_passes():

@@ -112,3 +112,22 @@ def test_tenant_discovery_adds_new_tenants_once_and_ignores_invalid_records(tmp_
         store.add("initech")
         third = tenant_discovery_sensor(dg.build_sensor_context(instance=instance, resources={"config_store": resource}))
         assert list(third.dynamic_partitions_requests[0].partition_keys) == ["initech"]
+
+
+def test_failure_observations_name_tenant_module_and_root_cause():
+    from dagster._utils.error import SerializableErrorInfo
+
+    from cogniverse_assets.sensors import error_chain, failure_observations
+
+    root = SerializableErrorInfo("httpx.ConnectError: [Errno 111] Connection refused\n", [], "ConnectError")
+    ours = SerializableErrorInfo("cogniverse_resources.phoenix.PhoenixUnavailable: Phoenix at http://x failed\n", [], "PhoenixUnavailable", cause=root)
+    error = SerializableErrorInfo("Exceeded max_retries of 3\n", [], "DagsterMaxRetriesExceededError", cause=ours)
+    run = dg.DagsterRun(job_name="optimize_tenant", run_id="r1", tags={"dagster/partition": "acme"})
+    [observation] = failure_observations(run, [("routing__routing_traces", error_chain(error)), ("not_a_lane_step", "x")])
+    assert observation.asset_key == dg.AssetKey(["routing", "routing_traces"]) and observation.partition == "acme"
+    assert observation.metadata["error"].value == (
+        "Exceeded max_retries of 3 <- cogniverse_resources.phoenix.PhoenixUnavailable: Phoenix at http://x failed"
+        " <- httpx.ConnectError: [Errno 111] Connection refused"
+    )
+    # Runs without a tenant (the meta-model) have nothing to record per tenant.
+    assert failure_observations(dg.DagsterRun(job_name="j", run_id="r2"), [("routing__routing_traces", "boom")]) == []

@@ -39,6 +39,7 @@ def test_defaults_follow_the_design():
         "min_trace_confidence": 0.7,
         "promotion_min_gain": 0.01,
         "promotion_max_class_recall_drop": 0.15,
+        "phoenix_endpoint": None,
     }
 
 
@@ -53,6 +54,8 @@ def test_defaults_follow_the_design():
         ("synthetic_data_ratio", 1.0),
         ("phoenix_lookback_hours", 0),
         ("min_trace_confidence", 1.2),
+        ("phoenix_endpoint", "ftp://phoenix:21"),
+        ("phoenix_endpoint", "http://"),
         ("no_such_setting", 1),
     ],
 )
@@ -65,3 +68,10 @@ def test_assignment_is_validated():
     config = RoutingConfig(tenant_id="acme")
     with pytest.raises(ValidationError):
         config.synthetic_data_ratio = 2.0
+
+
+def test_own_phoenix_endpoint_and_back_to_the_shared_one():
+    config = RoutingConfig(tenant_id="acme", phoenix_endpoint="https://phoenix.eu.example.com")
+    assert config.phoenix_endpoint == "https://phoenix.eu.example.com"
+    config.phoenix_endpoint = ""
+    assert config.phoenix_endpoint is None

@@ -167,3 +167,43 @@ def test_unknown_tenant_fails_without_retry(tenant_env):
     failure = next(event for event in result.all_events if event.is_step_failure)
     assert "unknown tenant 'ghost'" in str(failure.event_specific_data.error)
     assert not any(event.event_type_value == "STEP_UP_FOR_RETRY" for event in result.all_events)
+
+
+def test_phoenix_killed_mid_ingestion_fails_cleanly_and_a_retry_succeeds(tenant_env, tmp_path):
+    from cogniverse_resources import stack
+    from cogniverse_assets.assets.routing_traces import ingest_routing_traces
+    from cogniverse_assets.modules.registry import get_module
+
+    port, grpc_port = free_port(), free_port()
+    service = stack.phoenix_service(working_dir=tmp_path / "working", port=port, grpc_port=grpc_port, directory=tmp_path)
+    service.start()
+    try:
+        own = PhoenixResource(endpoint=stack.phoenix_url(port), timeout_s=5)
+        tenant = tenant_env.add("killed")
+        emit_traffic(own, tenant, n=10, feedback_rate=0.0, seed=31, progress=False, modules=["modality"])
+        tenant_env.materialize([MODALITY_TRACES], tenant, phoenix=own)
+        path = tenant_env.artifacts.path(tenant, "modality", f"{TRACES_TABLE}.parquet")
+        before = path.read_bytes()
+        emit_traffic(own, tenant, n=60, feedback_rate=0.5, seed=32, progress=False, modules=["modality"])
+
+        class DiesAfterFirstPage(PhoenixResource):
+            """The real server, stopped while the second page is being read."""
+
+            def iter_routing_spans(self, *args, **kwargs):
+                for number, page in enumerate(super().iter_routing_spans(*args, **{**kwargs, "page_cap": 20})):
+                    yield page
+                    if number == 0:
+                        service.stop()
+
+        config = tenant_env.config_store.store().get(tenant)
+        with pytest.raises(Exception):
+            ingest_routing_traces(DiesAfterFirstPage(endpoint=own.endpoint, timeout_s=5), tenant_env.artifacts, get_module("modality"), config)
+        assert not service.status().healthy
+        assert path.read_bytes() == before  # the stored table is untouched
+        assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+
+        service.start()  # Phoenix is back (same SQLite working dir)
+        figures = _figures(tenant_env.materialize([MODALITY_TRACES], tenant, phoenix=own))
+        assert figures["total_examples"] == 70 and figures["new_examples"] == 60
+    finally:
+        service.stop()

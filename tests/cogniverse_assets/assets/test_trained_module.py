@@ -74,3 +74,47 @@ def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
         write_bytes_atomic(target, b'{"version": "v1", "state": ' + b"x" * 1000)
     assert json.loads(target.read_text()) == {"version": "v0"}
     assert [p.name for p in (tmp_path / "modules").iterdir()] == ["v1.json"]
+
+
+@pytest.mark.lm
+def test_lm_killed_mid_compile_stores_nothing_and_keeps_the_deployment(tenant_env, tmp_path):
+    import threading
+    import time
+
+    from cogniverse_resources import stack
+    from cogniverse_resources.config_store import DeploymentRecord
+
+    tenant = tenant_env.add("lmkill", use_synthetic_data=False, preferred_optimizer="bootstrap")
+    emit_traffic(tenant_env.phoenix, tenant, n=45, feedback_rate=1.0, accuracy=0.75, seed=23, progress=False, modules=["modality"])
+    modules_dir = tenant_env.artifacts.path(tenant, "modality", "modules")
+    tenant_env.artifacts.write_json(modules_dir / "v0.json", {"version": "v0", "state": get_module("modality").program().dump_state()})
+    store = tenant_env.config_store.store()
+    store.record_deployment(DeploymentRecord(tenant, "modality", "v0", "promote", "test"))
+
+    port = stack.free_port()
+    service = stack.lm_service(port=port, directory=tmp_path / "lm", model_path=stack.ensure_local_model())
+    service.start()
+    lm = LanguageModelResource(student_api_base=stack.local_lm_api_base(port), num_retries=1)
+    resources = {**_resources(tenant_env), "lm": lm}
+    assert tenant_env.materialize(MODALITY_LANE[:-1], tenant, **resources).success  # up to the plan: no LM
+
+    def kill_after_three_completions():
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if service.log_file.read_text(errors="replace").count("/v1/chat/completions") >= 3:
+                service.stop()
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_after_three_completions, daemon=True)
+    killer.start()
+    try:
+        result = tenant_env.materialize(MODALITY_LANE[-1:], tenant, raise_on_error=False, **resources)
+    finally:
+        killer.join(timeout=5)
+        service.stop()
+    assert not result.success
+    events = [event.event_type_value for event in result.all_events]
+    assert "STEP_UP_FOR_RETRY" in events and events.count("STEP_FAILURE") == 1  # retried, then failed
+    assert sorted(path.name for path in modules_dir.iterdir()) == ["v0.json"]  # no partial module, no pointer
+    assert store.deployed(tenant, "modality").version == "v0"

@@ -1,0 +1,116 @@
+"""Deployment modes, picked by one environment variable: ``COGNIVERSE_DEPLOYMENT=local|k8s``.
+
+- ``local`` (default): steps run as local processes (``multiprocess_executor``; set
+  ``COGNIVERSE_STEP_EXECUTION=in_process`` to run them in the run's own process on small
+  machines); Phoenix, the LM, the config store and artifacts default to the embedded stack.
+- ``k8s``: one Kubernetes pod per step (dagster-k8s ``k8s_job_executor``); every shared service
+  comes from the environment and is checked when the definitions load, so a pod that would
+  silently fall back to an embedded default fails at once with the list of what is missing.
+
+Where runs are launched and stored (``K8sRunLauncher``, Postgres) is the instance's business
+(``dagster.yaml``, written by the Helm chart in ``deploy/``), not the code's.
+
+Resource settings read from the environment are passed as ``dg.EnvVar``: the Dagster UI then shows
+the variable's name, never its value (LM keys, store URLs with passwords).
+"""
+
+import os
+from typing import Mapping
+
+import dagster as dg
+from dagster_k8s import k8s_job_executor
+
+from cogniverse_resources.artifacts import ArtifactStore, DSPyModuleIOManager
+from cogniverse_resources.config_store import ConfigStoreResource
+from cogniverse_resources.content import ContentBackendResource
+from cogniverse_resources.lm import LanguageModelResource
+from cogniverse_resources.phoenix import PhoenixResource
+
+DEPLOYMENT_ENV = "COGNIVERSE_DEPLOYMENT"
+STEP_EXECUTION_ENV = "COGNIVERSE_STEP_EXECUTION"
+DEPLOYMENTS = ("local", "k8s")
+
+# What a k8s deployment must get from its environment (Helm values / secrets), and why.
+K8S_REQUIRED_ENV = {
+    "PHOENIX_ENDPOINT": "URL of the shared Phoenix server",
+    "COGNIVERSE_ARTIFACTS_URL": "s3://bucket/prefix or gs://bucket/prefix that every pod shares",
+    "CONFIG_STORE_URL": "redis://... (or rediss://...) config store that every pod shares",
+    "ROUTER_OPTIMIZER_STUDENT_MODEL": "LiteLLM model string of the router LM, e.g. openai/gpt-4o-mini",
+}
+LOCAL_ARTIFACT_SCHEMES = ("", "file", "local")
+
+# Pod size of an ordinary step (ingestion, blending, planning); the optimizer step asks for more
+# through its own ``dagster-k8s/config`` op tag (see assets/trained_module.py).
+DEFAULT_STEP_K8S_CONFIG = {
+    "container_config": {"resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}},
+}
+
+
+class DeploymentError(ValueError):
+    """The environment does not describe a usable deployment."""
+
+
+def deployment_name(environ: Mapping[str, str] = os.environ) -> str:
+    name = (environ.get(DEPLOYMENT_ENV) or "local").strip()
+    if name not in DEPLOYMENTS:
+        raise DeploymentError(f"{DEPLOYMENT_ENV}={name!r} is not a deployment; use one of {', '.join(DEPLOYMENTS)}")
+    return name
+
+
+def check_k8s_environment(environ: Mapping[str, str] = os.environ) -> None:
+    """Raise ``DeploymentError`` naming every missing or unusable setting of a k8s deployment."""
+    problems = [f"{var} is not set ({why})" for var, why in K8S_REQUIRED_ENV.items() if not environ.get(var)]
+    artifacts = environ.get("COGNIVERSE_ARTIFACTS_URL", "")
+    scheme = artifacts.split("://", 1)[0] if "://" in artifacts else ""
+    if artifacts and scheme in LOCAL_ARTIFACT_SCHEMES:
+        problems.append("COGNIVERSE_ARTIFACTS_URL is a local path; pods do not share a disk, use s3:// or gs://")
+    store = environ.get("CONFIG_STORE_URL", "")
+    if store and not store.startswith(("redis://", "rediss://")):
+        problems.append("CONFIG_STORE_URL must be redis:// or rediss://; a SQLite file is not shared between pods")
+    if problems:
+        raise DeploymentError(f"{DEPLOYMENT_ENV}=k8s: " + "; ".join(problems))
+
+
+def _from_env(environ: Mapping[str, str], **fields: str) -> dict:
+    """``{field: dg.EnvVar(variable)}`` for each variable that is set; the others keep their defaults."""
+    return {field: dg.EnvVar(variable) for field, variable in fields.items() if environ.get(variable)}
+
+
+def resources(environ: Mapping[str, str] = os.environ) -> dict:
+    artifacts_root = _from_env(environ, root="COGNIVERSE_ARTIFACTS_URL")
+    phoenix_variable = "PHOENIX_ENDPOINT" if environ.get("PHOENIX_ENDPOINT") else "PHOENIX_COLLECTOR_ENDPOINT"
+    return {
+        "config_store": ConfigStoreResource(**_from_env(environ, url="CONFIG_STORE_URL")),
+        "phoenix": PhoenixResource(**_from_env(environ, endpoint=phoenix_variable, api_key="PHOENIX_API_KEY")),
+        "lm": LanguageModelResource(**_from_env(
+            environ,
+            student_model="ROUTER_OPTIMIZER_STUDENT_MODEL",
+            student_api_base="ROUTER_OPTIMIZER_STUDENT_API_BASE",
+            student_api_key="ROUTER_OPTIMIZER_STUDENT_KEY",
+            teacher_model="ROUTER_OPTIMIZER_TEACHER_MODEL",
+            teacher_api_base="ROUTER_OPTIMIZER_TEACHER_API_BASE",
+            teacher_api_key="ROUTER_OPTIMIZER_TEACHER_KEY",
+        )),
+        "content": ContentBackendResource(**_from_env(environ, vespa_url="VESPA_URL")),
+        "artifacts": ArtifactStore(**artifacts_root),
+        "dspy_module_io_manager": DSPyModuleIOManager(**artifacts_root),
+    }
+
+
+def executor(deployment: str, environ: Mapping[str, str] = os.environ) -> dg.ExecutorDefinition:
+    if deployment == "k8s":
+        return k8s_job_executor.configured({"step_k8s_config": DEFAULT_STEP_K8S_CONFIG}, name="k8s_step_pods")
+    mode = (environ.get(STEP_EXECUTION_ENV) or "multiprocess").strip()
+    if mode == "in_process":
+        return dg.in_process_executor
+    if mode != "multiprocess":
+        raise DeploymentError(f"{STEP_EXECUTION_ENV}={mode!r}: use multiprocess or in_process")
+    return dg.multiprocess_executor
+
+
+def for_environment(environ: Mapping[str, str] = os.environ) -> tuple[str, dict, dg.ExecutorDefinition]:
+    """The deployment named by the environment, its resources and its executor."""
+    deployment = deployment_name(environ)
+    if deployment == "k8s":
+        check_k8s_environment(environ)
+    return deployment, resources(environ), executor(deployment, environ)
