@@ -101,6 +101,14 @@ def compute_features(
     }
 
 
+def training_fingerprint(training_set: pd.DataFrame) -> str:
+    """Identifies the training data: the same train + validation rows give the same fingerprint."""
+    import hashlib
+
+    rows = training_set[["split", "query", "label"]].astype(str).agg("\x1f".join, axis=1)
+    return hashlib.sha256("\x1e".join(sorted(rows)).encode()).hexdigest()[:16]
+
+
 def feasible_optimizers(features: dict[str, float]) -> list[str]:
     return [name for name in OPTIMIZERS if name != "simba" or features["train_count"] >= SIMBA_BATCH_SIZE]
 

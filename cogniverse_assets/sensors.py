@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+from dagster import DagsterEventType
 
 from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_resources.phoenix import PhoenixResource, PhoenixUnavailable
@@ -18,6 +19,7 @@ from cogniverse_assets.partitions import tenants_partitions
 
 # A lane is "optimized" once its plan ran (a skip is a finished optimization too).
 COMPLETION_STAGE = "optimization_plan"
+MAX_SKIP_REASONS = 60  # a tick's skip message lists this many tenant × module verdicts at most
 
 
 @dg.sensor(
@@ -60,44 +62,82 @@ class LaneCheck:
         return f"{self.tenant_id}/{self.module}"
 
 
-def last_successful_optimization(instance: dg.DagsterInstance, tenant_id: str, module: str) -> tuple[datetime | None, int | None]:
-    """When the lane last completed for this tenant, from Dagster's materialization history."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey([module, COMPLETION_STAGE]), asset_partitions=[tenant_id]),
-        limit=1,
-    ).records
-    if not records:
-        return None, None
-    return datetime.fromtimestamp(records[0].timestamp, tz=timezone.utc), records[0].storage_id
+def last_successful_optimizations(
+    instance: dg.DagsterInstance, tenant_ids: list[str]
+) -> dict[tuple[str, str], tuple[datetime, int]]:
+    """When each tenant's lanes last completed, from Dagster's materialization history:
+    ``{(tenant, module): (time, storage id)}``, two storage queries per module for any number of tenants."""
+    found: dict[tuple[str, str], tuple[datetime, int]] = {}
+    for module in ROUTING_MODULES:
+        key = dg.AssetKey([module, COMPLETION_STAGE])
+        latest = instance.get_latest_storage_id_by_partition(key, DagsterEventType.ASSET_MATERIALIZATION, partitions=set(tenant_ids))
+        if not latest:
+            continue
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, storage_ids=list(latest.values())), limit=len(latest)
+        ).records
+        stamps = {record.storage_id: record.timestamp for record in records}
+        for tenant_id, storage_id in latest.items():
+            if storage_id in stamps:
+                found[(tenant_id, module)] = (datetime.fromtimestamp(stamps[storage_id], tz=timezone.utc), storage_id)
+    return found
+
+
+def evaluate_tenants(
+    instance: dg.DagsterInstance, phoenix: PhoenixResource, configs: list[RoutingConfig], now: datetime
+) -> tuple[list[LaneCheck], list[str]]:
+    """Check every module of every tenant: the lanes that should run, and the tenants whose Phoenix
+    could not be reached. Storage and Phoenix are asked in batches, not once per tenant."""
+    last = last_successful_optimizations(instance, [config.tenant_id for config in configs])
+    checks: list[LaneCheck] = []
+    # Per Phoenix endpoint (tenants may have their own), {tenant: (since per due module, min confidence)}.
+    to_count: dict[str, dict[str, tuple[dict[str, datetime], float]]] = {}
+    due_checks: dict[str, list[LaneCheck]] = {}
+    for config in configs:
+        tenant_checks = [LaneCheck(config.tenant_id, module, *last.get((config.tenant_id, module), (None, None))) for module in ROUTING_MODULES]
+        checks += tenant_checks
+        if not config.enable_auto_optimization:
+            for check in tenant_checks:
+                check.verdict = "auto-optimization disabled"
+            continue
+        interval = timedelta(seconds=config.optimization_interval_seconds)
+        lookback_start = now - timedelta(hours=config.phoenix_lookback_hours)
+        due = []
+        for check in tenant_checks:
+            if check.last_success is not None and now - check.last_success < interval:
+                remaining = interval - (now - check.last_success)
+                check.verdict = f"interval not passed ({int(remaining.total_seconds())}s left)"
+            else:
+                due.append(check)
+        if due:
+            since = {check.module: max(check.last_success, lookback_start) if check.last_success else lookback_start for check in due}
+            endpoint = config.phoenix_endpoint or ""
+            to_count.setdefault(endpoint, {})[config.tenant_id] = (since, config.min_trace_confidence)
+            due_checks[config.tenant_id] = due
+    thresholds = {config.tenant_id: config.min_samples_for_optimization for config in configs}
+    unreachable = []
+    for endpoint, requests in to_count.items():
+        try:
+            counts = phoenix.for_tenant(endpoint or None).count_labeled_routing_spans_many(requests)
+        except PhoenixUnavailable as error:
+            unreachable += [f"{tenant_id}: {error}" for tenant_id in requests]
+            for tenant_id in requests:
+                for check in due_checks[tenant_id]:
+                    check.verdict = "Phoenix unreachable"
+            continue
+        for tenant_id in requests:
+            for check in due_checks[tenant_id]:
+                check.new_labeled = counts[tenant_id][check.module]
+                needed = thresholds[tenant_id]
+                check.verdict = "run" if check.new_labeled >= needed else f"{check.new_labeled} new labeled traces < {needed}"
+    return checks, unreachable
 
 
 def evaluate_tenant(instance: dg.DagsterInstance, phoenix: PhoenixResource, config: RoutingConfig, now: datetime) -> list[LaneCheck]:
-    """Check every module of one tenant; at most one Phoenix request."""
-    checks = []
-    for module in ROUTING_MODULES:
-        last, storage_id = last_successful_optimization(instance, config.tenant_id, module)
-        checks.append(LaneCheck(config.tenant_id, module, last, storage_id))
-    if not config.enable_auto_optimization:
-        for check in checks:
-            check.verdict = "auto-optimization disabled"
-        return checks
-    interval = timedelta(seconds=config.optimization_interval_seconds)
-    due = [check for check in checks if check.last_success is None or now - check.last_success >= interval]
-    for check in checks:
-        if check not in due:
-            remaining = interval - (now - check.last_success)
-            check.verdict = f"interval not passed ({int(remaining.total_seconds())}s left)"
-    if not due:
-        return checks
-    lookback_start = now - timedelta(hours=config.phoenix_lookback_hours)
-    since = {check.module: max(check.last_success, lookback_start) if check.last_success else lookback_start for check in due}
-    counts = phoenix.for_tenant(config.phoenix_endpoint).count_labeled_routing_spans(config.tenant_id, since, config.min_trace_confidence)
-    for check in due:
-        check.new_labeled = counts[check.module]
-        if check.new_labeled < config.min_samples_for_optimization:
-            check.verdict = f"{check.new_labeled} new labeled traces < {config.min_samples_for_optimization}"
-        else:
-            check.verdict = "run"
+    """``evaluate_tenants`` for one tenant; raises ``PhoenixUnavailable`` if its Phoenix is down."""
+    checks, unreachable = evaluate_tenants(instance, phoenix, [config], now)
+    if unreachable:
+        raise PhoenixUnavailable(unreachable[0])
     return checks
 
 
@@ -125,22 +165,18 @@ def trace_threshold_sensor(context: dg.SensorEvaluationContext, config_store: Co
     now = datetime.now(timezone.utc)
     partitions = set(context.instance.get_dynamic_partitions(tenants_partitions.name))
     configs = [config for config in config_store.store().list() if config.tenant_id in partitions]
-    requests, verdicts, unreachable = [], [], []
-    for config in configs:
-        try:
-            checks = evaluate_tenant(context.instance, phoenix, config, now)
-        except PhoenixUnavailable as error:
-            unreachable.append(f"{config.tenant_id}: {error}")
-            continue
-        for check in checks:
-            verdicts.append(f"{check.name}: {check.verdict}")
-            if check.verdict == "run":
-                requests.append(run_request(check, config))
+    checks, unreachable = evaluate_tenants(context.instance, phoenix, configs, now)
+    by_tenant = {config.tenant_id: config for config in configs}
+    requests = [run_request(check, by_tenant[check.tenant_id]) for check in checks if check.verdict == "run"]
+    verdicts = [f"{check.name}: {check.verdict}" for check in checks if check.verdict != "Phoenix unreachable"]
     cursor = json.dumps({"evaluated_at": now.isoformat(), "tenants": len(configs), "requested": [r.run_key for r in requests]})
     if unreachable and not requests and len(unreachable) == len(configs):
         return dg.SensorResult(skip_reason=dg.SkipReason("Phoenix unreachable: " + "; ".join(unreachable)), cursor=cursor)
     if not requests:
-        reason = "; ".join(verdicts + [f"{item} (Phoenix unreachable)" for item in unreachable]) or "no active tenants"
+        reasons = verdicts + [f"{item} (Phoenix unreachable)" for item in unreachable]
+        if len(reasons) > MAX_SKIP_REASONS:
+            reasons = reasons[:MAX_SKIP_REASONS] + [f"... and {len(reasons) - MAX_SKIP_REASONS} more"]
+        reason = "; ".join(reasons) or "no active tenants"
         return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor)
     return dg.SensorResult(run_requests=requests, cursor=cursor)
 

@@ -149,28 +149,45 @@ class PhoenixResource(dg.ConfigurableResource):
         self, tenant_id: str, since: Mapping[str, datetime | None], min_trace_confidence: float
     ) -> dict[str, int]:
         """Per module, the number of routing spans since ``since[module]`` that carry a label
-        (a feedback annotation, or a successful answer with confidence >= the threshold).
+        (a feedback annotation, or a successful answer with confidence >= the threshold)."""
+        return self.count_labeled_routing_spans_many({tenant_id: (since, min_trace_confidence)})[tenant_id]
 
-        One request per tenant: the Phoenix client has no count API, so this uses Phoenix's
-        GraphQL ``recordCount`` with one aliased field per module.
+    def count_labeled_routing_spans_many(
+        self, requests: Mapping[str, tuple[Mapping[str, datetime | None], float]], tenants_per_request: int = 50
+    ) -> dict[str, dict[str, int]]:
+        """``count_labeled_routing_spans`` for many tenants: ``{tenant: (since, min_confidence)}``.
+
+        The Phoenix client has no count API, so this uses Phoenix's GraphQL ``recordCount``, one
+        aliased field per tenant × module and one request per ``tenants_per_request`` tenants:
+        a sensor tick over a thousand tenants makes 20 requests, not a thousand.
         """
-        fields = []
-        for index, (module, moment) in enumerate(since.items()):
-            condition = (
-                f'name == "{tc.SPAN_NAME}" and {tc.MODULE} == "{module}" and '
-                f"(annotations['{tc.FEEDBACK_ANNOTATION}'].label is not None or "
-                f"({tc.AGENT_SUCCESS} == True and {tc.CONFIDENCE} >= {float(min_trace_confidence)}))"
-            )
-            time_range = f"timeRange: {{start: {json.dumps(moment.isoformat())}}}, " if moment else ""
-            fields.append(f"m{index}: recordCount({time_range}filterCondition: {json.dumps(condition)})")
-        query = "query($name: String!) { getProjectByName(name: $name) { " + " ".join(fields) + " } }"
+        counts: dict[str, dict[str, int]] = {}
+        tenants = list(requests)
+        for start in range(0, len(tenants), tenants_per_request):
+            chunk = tenants[start : start + tenants_per_request]
+            counts.update(self._count_chunk({tenant: requests[tenant] for tenant in chunk}))
+        return counts
+
+    def _count_chunk(self, requests: Mapping[str, tuple[Mapping[str, datetime | None], float]]) -> dict[str, dict[str, int]]:
+        projects, variables = [], {}
+        for t_index, (tenant_id, (since, min_confidence)) in enumerate(requests.items()):
+            fields = []
+            for m_index, (module, moment) in enumerate(since.items()):
+                condition = (
+                    f'name == "{tc.SPAN_NAME}" and {tc.MODULE} == "{module}" and '
+                    f"(annotations['{tc.FEEDBACK_ANNOTATION}'].label is not None or "
+                    f"({tc.AGENT_SUCCESS} == True and {tc.CONFIDENCE} >= {float(min_confidence)}))"
+                )
+                time_range = f"timeRange: {{start: {json.dumps(moment.isoformat())}}}, " if moment else ""
+                fields.append(f"m{m_index}: recordCount({time_range}filterCondition: {json.dumps(condition)})")
+            variables[f"p{t_index}"] = self.project_name(tenant_id)
+            projects.append(f"t{t_index}: getProjectByName(name: $p{t_index}) {{ {' '.join(fields)} }}")
+        declarations = ", ".join(f"${name}: String!" for name in variables)
+        query = f"query({declarations}) {{ {' '.join(projects)} }}"
         headers = {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         try:
             response = httpx.post(
-                f"{self.endpoint.rstrip('/')}/graphql",
-                json={"query": query, "variables": {"name": self.project_name(tenant_id)}},
-                headers=headers,
-                timeout=self.timeout_s,
+                f"{self.endpoint.rstrip('/')}/graphql", json={"query": query, "variables": variables}, headers=headers, timeout=self.timeout_s
             )
             response.raise_for_status()
         except httpx.HTTPError as error:
@@ -178,7 +195,10 @@ class PhoenixResource(dg.ConfigurableResource):
         payload = response.json()
         if payload.get("errors"):
             raise PhoenixUnavailable(f"Phoenix rejected the count query: {payload['errors'][0].get('message')}")
-        project = (payload.get("data") or {}).get("getProjectByName")
-        if project is None:  # the tenant has not emitted anything yet
-            return {module: 0 for module in since}
-        return {module: int(project[f"m{index}"]) for index, module in enumerate(since)}
+        data = payload.get("data") or {}
+        counts = {}
+        for t_index, (tenant_id, (since, _)) in enumerate(requests.items()):
+            project = data.get(f"t{t_index}")
+            # No project: the tenant has not emitted anything yet.
+            counts[tenant_id] = {module: int(project[f"m{m_index}"]) if project else 0 for m_index, module in enumerate(since)}
+        return counts

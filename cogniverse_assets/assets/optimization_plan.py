@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from cogniverse_resources.artifacts import ArtifactStore
+from cogniverse_resources.artifacts import ArtifactStore, load_module_payload
 from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_assets.assets.lane import lane_asset
 from cogniverse_assets.assets.optimizer_meta_model import load_meta_model
@@ -16,7 +16,7 @@ from cogniverse_assets.assets.routing_traces import TRACES_TABLE, tenant_config
 from cogniverse_assets.assets.training_set import TRAINING_SET_TABLE
 from cogniverse_assets.history import read_history
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
-from cogniverse_assets.planning import compute_features, rules_plan
+from cogniverse_assets.planning import Plan, compute_features, rules_plan, training_fingerprint
 
 PLAN_FILE = "optimization_plan.json"
 
@@ -28,6 +28,15 @@ def hours_since_last_training(instance: dg.DagsterInstance, tenant_id: str, modu
     if not records:
         return None
     return (datetime.now(timezone.utc).timestamp() - records[0].timestamp) / 3600
+
+
+def last_trained_fingerprint(artifacts: ArtifactStore, tenant_id: str, module: str) -> str | None:
+    """The training fingerprint of the newest trained module version, if any."""
+    try:
+        payload = load_module_payload(artifacts, tenant_id, module)
+    except FileNotFoundError:
+        return None
+    return payload.get("plan", {}).get("training_fingerprint")
 
 
 def build_optimization_plan(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
@@ -47,11 +56,17 @@ def build_optimization_plan(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
             traces, training_set, read_history(artifacts), config.tenant_id, spec.name,
             hours_since_last_training(context.instance, config.tenant_id, spec.name),
         )
+        fingerprint = training_fingerprint(training_set)
+        trained_on = last_trained_fingerprint(artifacts, config.tenant_id, spec.name)
         model = load_meta_model(artifacts)
-        plan = model.plan(features, config) if model else rules_plan(features, config)
-        if model is None:
-            plan.reasons.append("no meta-model yet: the rules decided")
-        payload = {**plan.to_json(), "tenant_id": config.tenant_id, "module": spec.name,
+        if trained_on == fingerprint:
+            # Nothing new since the last training: another compile would cost LM calls for nothing.
+            plan = Plan("skip", None, "unchanged", [f"training set unchanged since the last trained version ({fingerprint})"], features)
+        else:
+            plan = model.plan(features, config) if model else rules_plan(features, config)
+            if model is None:
+                plan.reasons.append("no meta-model yet: the rules decided")
+        payload = {**plan.to_json(), "training_fingerprint": fingerprint, "tenant_id": config.tenant_id, "module": spec.name,
                    "max_training_iterations": config.max_training_iterations,
                    "planned_at": datetime.now(timezone.utc).isoformat()}
         path = artifacts.write_json(artifacts.path(config.tenant_id, spec.name, PLAN_FILE), payload)

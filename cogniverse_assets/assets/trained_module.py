@@ -72,7 +72,7 @@ def build_trained_module(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
             "lm_tokens": result.lm_tokens,
             "wall_time_s": round(result.seconds, 2),
             "created_at": datetime.now(timezone.utc).isoformat(),
-            "plan": {key: plan[key] for key in ("source", "reasons", "features")},
+            "plan": {key: plan.get(key) for key in ("source", "reasons", "features", "training_fingerprint")},
             **summary,
         }
         yield dg.Output(payload, metadata={

@@ -131,3 +131,14 @@ def test_failure_observations_name_tenant_module_and_root_cause():
     )
     # Runs without a tenant (the meta-model) have nothing to record per tenant.
     assert failure_observations(dg.DagsterRun(job_name="j", run_id="r2"), [("routing__routing_traces", "boom")]) == []
+
+
+def test_many_tenants_are_counted_in_batched_phoenix_requests(tenant_env):
+    busy, quiet, silent = (tenant_env.add(name) for name in ("batch-busy", "batch-quiet", "batch-silent"))
+    emit_traffic(tenant_env.phoenix, busy, n=3, feedback_rate=1.0, seed=61, progress=False, modules=["modality"])
+    emit_traffic(tenant_env.phoenix, quiet, n=1, feedback_rate=1.0, seed=62, progress=False, modules=["modality"])
+    since = {"modality": None, "routing": None}
+    counts = tenant_env.phoenix.count_labeled_routing_spans_many(
+        {busy: (since, 0.7), quiet: (since, 0.7), silent: (since, 0.7)}, tenants_per_request=2
+    )
+    assert counts == {busy: {"modality": 3, "routing": 0}, quiet: {"modality": 1, "routing": 0}, silent: {"modality": 0, "routing": 0}}

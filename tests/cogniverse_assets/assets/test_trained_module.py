@@ -58,6 +58,12 @@ def test_modality_lane_trains_and_stores_a_loadable_module(tenant_env, local_lm)
     versions = sorted(p.name for p in tenant_env.artifacts.path(tenant, "modality", "modules").iterdir())
     assert len([name for name in versions if name != "candidate.json"]) == 2  # every version kept
 
+    # Nothing new since that training: the next plan skips, so a no-op run makes no LM call.
+    assert tenant_env.materialize(MODALITY_LANE[:-1], tenant, **_resources(tenant_env)).success
+    plan = tenant_env.artifacts.read_json(tenant_env.artifacts.path(tenant, "modality", PLAN_FILE))
+    assert plan["decision"] == "skip" and plan["source"] == "unchanged"
+    assert plan["training_fingerprint"] == payload["plan"]["training_fingerprint"]
+
 
 def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     from upath import UPath
@@ -98,15 +104,15 @@ def test_lm_killed_mid_compile_stores_nothing_and_keeps_the_deployment(tenant_en
     resources = {**_resources(tenant_env), "lm": lm}
     assert tenant_env.materialize(MODALITY_LANE[:-1], tenant, **resources).success  # up to the plan: no LM
 
-    def kill_after_three_completions():
+    def kill_after_the_first_completion():
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            if service.log_file.read_text(errors="replace").count("/v1/chat/completions") >= 3:
+            if service.log_file.read_text(errors="replace").count("/v1/chat/completions") >= 1:
                 service.stop()
                 return
             time.sleep(0.2)
 
-    killer = threading.Thread(target=kill_after_three_completions, daemon=True)
+    killer = threading.Thread(target=kill_after_the_first_completion, daemon=True)
     killer.start()
     try:
         result = tenant_env.materialize(MODALITY_LANE[-1:], tenant, raise_on_error=False, **resources)

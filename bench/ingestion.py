@@ -1,0 +1,140 @@
+"""Benchmark: ``routing_traces`` ingestion vs a bare loop over the Phoenix client's span paging.
+
+Starts its own Phoenix (SQLite in a temp dir), writes ``--spans`` routing spans across the three
+modules into one tenant's project (with ``routing_feedback`` on ``--feedback-rate`` of them), then
+runs, each in a fresh process, side by side:
+  - ingestion: ``ingest_routing_traces`` for the three modules (parse, label, quarantine, write Parquet);
+  - bare loop: ``client.spans.get_spans`` for the same spans (server-side filtered, cursor-paged).
+Prints wall time, spans/s and peak RSS of each and the throughput ratio.
+
+    .venv/bin/python bench/ingestion.py [--spans 100000] [--feedback-rate 0.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from cogniverse_resources import stack
+from cogniverse_resources import trace_contract as tc
+from cogniverse_resources.config_store import open_config_store
+from cogniverse_resources.phoenix import PhoenixResource
+from cogniverse_resources.tracer import Feedback, RoutingDecision, RoutingTracer
+from cogniverse_assets.demo_data import load_queries
+from cogniverse_assets.modules.registry import ROUTING_MODULES
+
+TENANT = "bench-ingest"
+
+INGESTION = """
+import json, resource, sys, time
+from cogniverse_resources.artifacts import ArtifactStore
+from cogniverse_resources.config_store import open_config_store
+from cogniverse_resources.phoenix import PhoenixResource
+from cogniverse_assets.assets.routing_traces import ingest_routing_traces
+from cogniverse_assets.modules.registry import ROUTING_MODULES
+endpoint, artifacts, tenant = sys.argv[1:4]
+config = open_config_store().get(tenant)
+started = time.perf_counter()
+spans = 0
+for spec in ROUTING_MODULES.values():
+    figures = ingest_routing_traces(PhoenixResource(endpoint=endpoint, timeout_s=300), ArtifactStore(root=artifacts), spec, config)
+    spans += figures["fetched_spans"]
+print(json.dumps({"seconds": time.perf_counter() - started, "spans": spans,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+BARE_LOOP = """
+import json, resource, sys, time
+from datetime import datetime, timedelta, timezone
+from phoenix.client import Client
+from cogniverse_resources import trace_contract as tc
+from cogniverse_assets.modules.registry import ROUTING_MODULES
+endpoint, project = sys.argv[1:3]
+client = Client(base_url=endpoint)
+now = datetime.now(timezone.utc)
+started = time.perf_counter()
+spans = 0
+for module in ROUTING_MODULES:
+    page = client.spans.get_spans(project_identifier=project, start_time=now - timedelta(hours=24), end_time=now + timedelta(seconds=1),
+                                  name=tc.SPAN_NAME, attributes={tc.MODULE: module}, limit=10_000_000, timeout=300)
+    spans += len(page)
+print(json.dumps({"seconds": time.perf_counter() - started, "spans": spans,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def emit(phoenix: PhoenixResource, spans: int, feedback_rate: float) -> None:
+    rng = random.Random(7)
+    pool = load_queries("train")
+    tracer = RoutingTracer(phoenix, TENANT)
+    phoenix.ensure_project(TENANT)
+    feedback, span_ids = [], []
+    requests = -(-spans // len(ROUTING_MODULES))
+    for index in range(requests):
+        row = rng.choice(pool)
+        for spec in ROUTING_MODULES.values():
+            label = row[spec.corpus_label_key]
+            span_id = tracer.record(RoutingDecision(module=spec.name, query=row["query"], label=label, confidence=round(rng.random(), 3),
+                                                    processing_time_ms=12.0, module_version="v0", success=rng.random() < 0.8,
+                                                    detected_modalities=row.get("detected_modalities") or (), entities=row.get("entities") or ()))
+            span_ids.append(span_id)
+            if rng.random() < feedback_rate:
+                feedback.append(Feedback(span_id=span_id, label=label, annotator_kind="HUMAN", score=1.0))
+        if index % 5000 == 4999:
+            tracer.flush()
+            print(f"  emitted {len(span_ids)} spans", flush=True)
+    tracer.flush()
+    phoenix.wait_for_spans(TENANT, span_ids[-200:], timeout_s=1800)
+    tracer.annotate(feedback, spans_ingested=True)
+    tracer.shutdown()
+
+
+def run(code: str, *argv: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=os.environ.copy())
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr[-3000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spans", type=int, default=100_000)
+    parser.add_argument("--feedback-rate", type=float, default=0.1)
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    os.environ["CONFIG_STORE_URL"] = f"sqlite://{root}/config.sqlite"
+    open_config_store().add(TENANT)
+    port, grpc_port = stack.free_port(), stack.free_port()
+    service = stack.phoenix_service(working_dir=root / "phoenix", port=port, grpc_port=grpc_port, directory=root)
+    service.start()
+    try:
+        phoenix = PhoenixResource(endpoint=stack.phoenix_url(port))
+        started = time.perf_counter()
+        emit(phoenix, args.spans, args.feedback_rate)
+        print(f"setup: {args.spans} spans written and ingested by Phoenix in {time.perf_counter() - started:.0f}s", flush=True)
+        bare = run(BARE_LOOP, phoenix.endpoint, phoenix.project_name(TENANT))
+        ours = run(INGESTION, phoenix.endpoint, str(root / "artifacts"), TENANT)
+    finally:
+        service.stop()
+
+    print(f"\n{args.spans} spans, 3 modules, one tenant, {os.cpu_count()} cores")
+    print(f"{'reader':34s} {'spans':>8s} {'wall s':>8s} {'spans/s':>9s} {'peak RSS MB':>12s}")
+    for name, figures in (("bare loop (client.spans.get_spans)", bare), ("routing_traces ingestion", ours)):
+        print(f"{name:34s} {figures['spans']:8d} {figures['seconds']:8.1f} {figures['spans'] / figures['seconds']:9.0f} {figures['peak_rss_mb']:12.0f}")
+    ratio = (ours["spans"] / ours["seconds"]) / (bare["spans"] / bare["seconds"])
+    print(f"throughput ratio ingestion / bare loop: {ratio:.2f} (goal >= 0.8); ingestion peak RSS goal < 500 MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

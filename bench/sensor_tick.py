@@ -1,0 +1,128 @@
+"""Benchmark: one ``trace_threshold_sensor`` evaluation over many tenants with traces in Phoenix.
+
+Starts its own Phoenix (SQLite in a temp dir), creates ``--tenants`` tenants with routing spans for
+all three modules, marks a third of the lanes as optimized in a temp Dagster instance, and times:
+  - a tick that requests runs (every due lane has enough new labeled traces),
+  - a no-op tick (every lane optimized within its interval: no Phoenix request at all),
+  - a no-op tick where intervals have passed but nothing new arrived (counts only, no runs).
+Prints wall time and the number of Phoenix requests of each; the sensor makes no LM call by
+construction (it has no LM resource).
+
+    .venv/bin/python bench/sensor_tick.py [--tenants 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import dagster as dg
+
+from cogniverse_resources import stack
+from cogniverse_resources.config_store import ConfigStoreResource
+from cogniverse_resources.phoenix import PhoenixResource
+from cogniverse_resources.tracer import RoutingDecision, RoutingTracer
+from cogniverse_assets.modules.registry import ROUTING_MODULES
+from cogniverse_assets.partitions import tenants_partitions
+from cogniverse_assets.sensors import COMPLETION_STAGE, trace_threshold_sensor
+
+LABELS = {"modality": "video", "cross_modal": "none", "routing": "video_search_agent"}
+
+
+class RequestCounter:
+    def __init__(self):
+        self.requests = 0
+        original = PhoenixResource._count_chunk
+
+        def counted(resource, requests):
+            self.requests += 1
+            return original(resource, requests)
+
+        PhoenixResource._count_chunk = counted
+
+
+def emit(phoenix: PhoenixResource, tenants: list[str], spans_per_module: int) -> list[str]:
+    """Spans for every tenant; returns the last tenant's span ids (ingested last)."""
+    for index, tenant in enumerate(tenants):
+        tracer = RoutingTracer(phoenix, tenant)
+        span_ids = []
+        for module in ROUTING_MODULES:
+            for n in range(spans_per_module):
+                span_ids.append(tracer.record(RoutingDecision(module=module, query=f"query {n} of {tenant}", label=LABELS[module],
+                                              confidence=0.9, processing_time_ms=12.0, module_version="v0", success=True)))
+        tracer.flush()
+        tracer.shutdown()
+        if index % 100 == 99:
+            print(f"  emitted spans for {index + 1} tenants", flush=True)
+    return span_ids
+
+
+def tick(instance, resources, counter: RequestCounter) -> tuple[float, int, object]:
+    before = counter.requests
+    started = time.perf_counter()
+    result = trace_threshold_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    return time.perf_counter() - started, counter.requests - before, result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tenants", type=int, default=1000)
+    parser.add_argument("--spans-per-module", type=int, default=2)
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="bench-sensor-"))
+    port, grpc_port = stack.free_port(), stack.free_port()
+    service = stack.phoenix_service(working_dir=root / "phoenix", port=port, grpc_port=grpc_port, directory=root)
+    service.start()
+    try:
+        phoenix = PhoenixResource(endpoint=stack.phoenix_url(port))
+        config_store = ConfigStoreResource(url=f"sqlite://{root}/config.sqlite")
+        store = config_store.store()
+        tenants = [f"t{index:05d}" for index in range(args.tenants)]
+        for tenant in tenants:
+            store.add(tenant, min_samples_for_optimization=args.spans_per_module, optimization_interval_seconds=3600)
+        started = time.perf_counter()
+        last_ids = emit(phoenix, tenants, args.spans_per_module)
+        spans = len(tenants) * len(ROUTING_MODULES) * args.spans_per_module
+        phoenix.wait_for_spans(tenants[-1], last_ids, timeout_s=600)
+        print(f"setup: {spans} spans in {len(tenants)} projects in {time.perf_counter() - started:.0f}s", flush=True)
+
+        counter = RequestCounter()
+        resources = {"config_store": config_store, "phoenix": phoenix}
+        with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
+            instance.add_dynamic_partitions(tenants_partitions.name, tenants)
+            # A third of the lanes were optimized a minute ago: not due (interval 1 h).
+            for index, tenant in enumerate(tenants):
+                module = list(ROUTING_MODULES)[index % 3]
+                instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=[module, COMPLETION_STAGE], partition=tenant))
+            rows = []
+            seconds, requests, result = tick(instance, resources, counter)
+            rows.append(("tick with runs to request", seconds, requests, len(result.run_requests or [])))
+            for index, tenant in enumerate(tenants):  # every lane now optimized
+                for module in ROUTING_MODULES:
+                    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=[module, COMPLETION_STAGE], partition=tenant))
+            seconds, requests, result = tick(instance, resources, counter)
+            rows.append(("no-op tick (within intervals)", seconds, requests, len(result.run_requests or [])))
+            for tenant in tenants:
+                store.update(tenant, optimization_interval_seconds=60)
+            time.sleep(61)
+            seconds, requests, result = tick(instance, resources, counter)
+            rows.append(("no-op tick (intervals passed, nothing new)", seconds, requests, len(result.run_requests or [])))
+    finally:
+        service.stop()
+
+    print(f"\n{args.tenants} tenants x {len(ROUTING_MODULES)} modules, {os.cpu_count()} cores")
+    print(f"{'tick':44s} {'wall s':>7s} {'Phoenix requests':>17s} {'run requests':>13s} {'LM calls':>9s}")
+    for name, seconds, requests, runs in rows:
+        print(f"{name:44s} {seconds:7.2f} {requests:17d} {runs:13d} {0:9d}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
