@@ -95,6 +95,7 @@ def main() -> int:
 
         counter = RequestCounter()
         resources = {"config_store": config_store, "phoenix": phoenix}
+        (root / "dagster").mkdir()
         with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
             instance.add_dynamic_partitions(tenants_partitions.name, tenants)
             # A third of the lanes were optimized a minute ago: not due (interval 1 h).

@@ -463,9 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_deployments)
 
     p = sub.add_parser("demo", help="headless closed loop through the Dagster daemon; prints a table (what `make demo` does)")
-    p.add_argument("--requests", type=int, default=120, help="requests per tenant (3 spans each)")
+    p.add_argument("--requests", type=int, default=60, help="requests per tenant (3 spans each)")
     p.add_argument("--feedback-rate", type=float, default=0.6)
-    p.add_argument("--min-samples", type=int, default=40)
+    p.add_argument("--min-samples", type=int, default=30)
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--module", action="append", choices=["modality", "cross_modal", "routing"],
                    help="only these modules get traffic (and so runs); default all three")

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,19 +60,26 @@ def redis_url(tmp_path_factory) -> str:
     if url:
         yield url
         return
+    with private_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@contextmanager
+def private_redis(workdir: Path, password: str | None = None):
+    """A redis-server on a free port (nothing persisted); yields its URL."""
     binary = shutil.which("redis-server")
     if not binary:
         pytest.skip("no Redis: set COGNIVERSE_TEST_REDIS_URL or install redis-server")
     port = stack.free_port()
-    workdir = tmp_path_factory.mktemp("redis")
+    auth = ["--requirepass", password] if password else []
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir), *auth],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     import redis
 
-    client = redis.Redis(port=port)
+    client = redis.Redis(port=port, password=password)
     deadline = time.monotonic() + 15
     while True:
         try:
@@ -83,7 +91,7 @@ def redis_url(tmp_path_factory) -> str:
                 raise
             time.sleep(0.1)
     try:
-        yield f"redis://127.0.0.1:{port}/0"
+        yield f"redis://:{password}@127.0.0.1:{port}/0" if password else f"redis://127.0.0.1:{port}/0"
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -3,15 +3,13 @@ configs, job snapshots, event metadata or artifacts, over a whole modality lane 
 local LM, a password-protected Redis config store and the resources the definitions use."""
 
 import logging
-import shutil
-import subprocess
-import time
 
 import dagster as dg
 import pytest
 from dagster._serdes import serialize_value
 
-from cogniverse_resources.stack import free_port
+from tests.conftest import private_redis
+from cogniverse_resources.config_store import open_config_store
 from cogniverse_assets.assets.evaluation import deployment_assets, evaluation_assets
 from cogniverse_assets.assets.optimization_plan import optimization_plan_assets
 from cogniverse_assets.assets.routing_traces import routing_traces_assets
@@ -36,28 +34,8 @@ LANE = [group[0] for group in (routing_traces_assets, synthetic_examples_assets,
 
 @pytest.fixture
 def redis_with_password(tmp_path):
-    binary = shutil.which("redis-server")
-    if not binary:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                                "--requirepass", REDIS_PASSWORD, "--dir", str(tmp_path)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import redis
-
-    client = redis.Redis(port=port, password=REDIS_PASSWORD)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-    yield f"redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0"
-    process.terminate()
-    process.wait(timeout=10)
+    with private_redis(tmp_path, password=REDIS_PASSWORD) as url:
+        yield url
 
 
 def test_no_secret_in_logs_metadata_or_artifacts(phoenix, local_lm, redis_with_password, tmp_path, monkeypatch, caplog, capfd):
@@ -68,9 +46,10 @@ def test_no_secret_in_logs_metadata_or_artifacts(phoenix, local_lm, redis_with_p
     caplog.set_level(logging.DEBUG)
     built = resources()
     tenant = "secrets-a"
-    built["config_store"].store().add(tenant, use_synthetic_data=False, preferred_optimizer="bootstrap", max_training_iterations=10)
+    open_config_store().add(tenant, use_synthetic_data=False, preferred_optimizer="bootstrap", max_training_iterations=10)
     emit_traffic(phoenix, tenant, n=40, feedback_rate=1.0, accuracy=0.75, seed=51, progress=False, modules=["modality"])
 
+    (tmp_path / "dagster").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
         instance.add_dynamic_partitions(tenants_partitions.name, [tenant])
         result = dg.materialize(LANE, partition_key=tenant, instance=instance, resources=built)
