@@ -74,6 +74,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--spans-per-module", type=int, default=2)
+    parser.add_argument("--verbose", action="store_true", help="print the first tick's skip reason")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="bench-sensor-"))
@@ -105,6 +106,8 @@ def main() -> int:
             rows = []
             seconds, requests, result = tick(instance, resources, counter)
             rows.append(("tick with runs to request", seconds, requests, len(result.run_requests or [])))
+            if args.verbose:
+                print(str(result.skip_reason)[:2000])
             for index, tenant in enumerate(tenants):  # every lane now optimized
                 for module in ROUTING_MODULES:
                     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=[module, COMPLETION_STAGE], partition=tenant))

@@ -117,15 +117,13 @@ def evaluate_tenants(
     thresholds = {config.tenant_id: config.min_samples_for_optimization for config in configs}
     unreachable = []
     for endpoint, requests in to_count.items():
-        try:
-            counts = phoenix.for_tenant(endpoint or None).count_labeled_routing_spans_many(requests)
-        except PhoenixUnavailable as error:
-            unreachable += [f"{tenant_id}: {error}" for tenant_id in requests]
-            for tenant_id in requests:
+        counts, errors = phoenix.for_tenant(endpoint or None).count_labeled_routing_spans_many(requests)
+        for tenant_id in requests:
+            if tenant_id in errors:
+                unreachable.append(f"{tenant_id}: {errors[tenant_id]}")
                 for check in due_checks[tenant_id]:
                     check.verdict = "Phoenix unreachable"
-            continue
-        for tenant_id in requests:
+                continue
             for check in due_checks[tenant_id]:
                 check.new_labeled = counts[tenant_id][check.module]
                 needed = thresholds[tenant_id]

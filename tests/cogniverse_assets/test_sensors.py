@@ -137,8 +137,12 @@ def test_many_tenants_are_counted_in_batched_phoenix_requests(tenant_env):
     busy, quiet, silent = (tenant_env.add(name) for name in ("batch-busy", "batch-quiet", "batch-silent"))
     emit_traffic(tenant_env.phoenix, busy, n=3, feedback_rate=1.0, seed=61, progress=False, modules=["modality"])
     emit_traffic(tenant_env.phoenix, quiet, n=1, feedback_rate=1.0, seed=62, progress=False, modules=["modality"])
-    since = {"modality": None, "routing": None}
-    counts = tenant_env.phoenix.count_labeled_routing_spans_many(
-        {busy: (since, 0.7), quiet: (since, 0.7), silent: (since, 0.7)}, tenants_per_request=2
-    )
-    assert counts == {busy: {"modality": 3, "routing": 0}, quiet: {"modality": 1, "routing": 0}, silent: {"modality": 0, "routing": 0}}
+    since = {"modality": None, "cross_modal": None, "routing": None}
+    # More tenants than fit in one request (Phoenix allows 50 aliases per query), most without a project.
+    absent = [f"batch-absent-{index}" for index in range(40)]
+    requests = {tenant: (since, 0.7) for tenant in [*absent[:20], busy, quiet, silent, *absent[20:]]}
+    counts, errors = tenant_env.phoenix.count_labeled_routing_spans_many(requests)
+    assert errors == {}
+    assert counts[busy] == {"modality": 3, "cross_modal": 0, "routing": 0}
+    assert counts[quiet] == {"modality": 1, "cross_modal": 0, "routing": 0}
+    assert all(counts[tenant] == {"modality": 0, "cross_modal": 0, "routing": 0} for tenant in [silent, *absent])
