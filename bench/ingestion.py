@@ -89,8 +89,11 @@ def emit(phoenix: PhoenixResource, spans: int, feedback_rate: float) -> None:
             span_ids.append(span_id)
             if rng.random() < feedback_rate:
                 feedback.append(Feedback(span_id=span_id, label=label, annotator_kind="HUMAN", score=1.0))
-        if index % 300 == 299:  # the batch exporter's queue holds 2048 spans; flush well before
+        if index % 300 == 299:
+            # The exporter's queue holds 2048 spans, and Phoenix answers 503 (and the exporter
+            # drops the batch) when its insert queue is behind: flush, then let it catch up.
             tracer.flush()
+            phoenix.wait_for_spans(TENANT, span_ids[-3:], timeout_s=600)
         if index % 5000 == 4999:
             print(f"  emitted {len(span_ids)} spans", flush=True)
     tracer.flush()
