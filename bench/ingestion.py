@@ -18,19 +18,17 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from cogniverse_resources import stack
-from cogniverse_resources import trace_contract as tc
 from cogniverse_resources.config_store import open_config_store
 from cogniverse_resources.phoenix import PhoenixResource
 from cogniverse_resources.tracer import Feedback, RoutingDecision, RoutingTracer
 from cogniverse_assets.demo_data import load_queries
 from cogniverse_assets.modules.registry import ROUTING_MODULES
+
+from private_phoenix import private_phoenix
 
 TENANT = "bench-ingest"
 
@@ -115,21 +113,14 @@ def main() -> int:
     parser.add_argument("--feedback-rate", type=float, default=0.1)
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    os.environ["CONFIG_STORE_URL"] = f"sqlite://{root}/config.sqlite"
-    open_config_store().add(TENANT)
-    port, grpc_port = stack.free_port(), stack.free_port()
-    service = stack.phoenix_service(working_dir=root / "phoenix", port=port, grpc_port=grpc_port, directory=root)
-    service.start()
-    try:
-        phoenix = PhoenixResource(endpoint=stack.phoenix_url(port))
+    with private_phoenix("bench-ingest-") as (root, phoenix):
+        os.environ["CONFIG_STORE_URL"] = f"sqlite://{root}/config.sqlite"
+        open_config_store().add(TENANT)
         started = time.perf_counter()
         emit(phoenix, args.spans, args.feedback_rate)
         print(f"setup: {args.spans} spans written and ingested by Phoenix in {time.perf_counter() - started:.0f}s", flush=True)
         bare = run(BARE_LOOP, phoenix.endpoint, phoenix.project_name(TENANT))
         ours = run(INGESTION, phoenix.endpoint, str(root / "artifacts"), TENANT)
-    finally:
-        service.stop()
 
     print(f"\n{args.spans} spans, 3 modules, one tenant, {os.cpu_count()} cores")
     print(f"{'reader':34s} {'spans':>8s} {'wall s':>8s} {'spans/s':>9s} {'peak RSS MB':>12s}")

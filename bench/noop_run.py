@@ -15,9 +15,7 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -28,7 +26,6 @@ from cogniverse_resources.artifacts import ArtifactStore, DSPyModuleIOManager
 from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_resources.content import ContentBackendResource
 from cogniverse_resources.lm import LanguageModelResource
-from cogniverse_resources.phoenix import PhoenixResource
 from cogniverse_assets.assets.evaluation import deployment_assets, evaluation_assets
 from cogniverse_assets.assets.optimization_plan import PLAN_FILE, optimization_plan_assets
 from cogniverse_assets.assets.routing_traces import routing_traces_assets
@@ -38,6 +35,8 @@ from cogniverse_assets.assets.training_set import training_set_assets
 from cogniverse_assets.modules.registry import get_module
 from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets.traffic import emit_traffic
+
+from private_phoenix import private_phoenix
 
 TENANT = "bench-noop"
 LANE = [group[0] for group in (routing_traces_assets, synthetic_examples_assets, training_set_assets, optimization_plan_assets,
@@ -49,12 +48,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="bench-noop-"))
-    port, grpc_port = stack.free_port(), stack.free_port()
-    service = stack.phoenix_service(working_dir=root / "phoenix", port=port, grpc_port=grpc_port, directory=root)
-    service.start()
-    try:
-        phoenix = PhoenixResource(endpoint=stack.phoenix_url(port))
+    with private_phoenix("bench-noop-") as (root, phoenix):
         config_store = ConfigStoreResource(url=f"sqlite://{root}/config.sqlite")
         config_store.store().add(TENANT, use_synthetic_data=False)
         artifacts = ArtifactStore(root=str(root / "artifacts"))
@@ -80,8 +74,6 @@ def main() -> int:
                 assert result.success
             plan = artifacts.read_json(artifacts.path(TENANT, "modality", PLAN_FILE))
             materialized = sorted({event.asset_key.to_user_string() for event in result.get_asset_materialization_events()})
-    finally:
-        service.stop()
 
     print(f"\nno-op modality lane run (in process), {args.repeat} runs, {os.cpu_count()} cores")
     print(f"plan: {plan['decision']} ({plan['reasons'][0]})")

@@ -16,21 +16,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dagster as dg
 
-from cogniverse_resources import stack
 from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_resources.phoenix import PhoenixResource
 from cogniverse_resources.tracer import RoutingDecision, RoutingTracer
 from cogniverse_assets.modules.registry import ROUTING_MODULES
 from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets.sensors import COMPLETION_STAGE, trace_threshold_sensor
+
+from private_phoenix import private_phoenix
 
 LABELS = {"modality": "video", "cross_modal": "none", "routing": "video_search_agent"}
 
@@ -77,12 +76,7 @@ def main() -> int:
     parser.add_argument("--verbose", action="store_true", help="print the first tick's skip reason")
     args = parser.parse_args()
 
-    root = Path(tempfile.mkdtemp(prefix="bench-sensor-"))
-    port, grpc_port = stack.free_port(), stack.free_port()
-    service = stack.phoenix_service(working_dir=root / "phoenix", port=port, grpc_port=grpc_port, directory=root)
-    service.start()
-    try:
-        phoenix = PhoenixResource(endpoint=stack.phoenix_url(port))
+    with private_phoenix("bench-sensor-") as (root, phoenix):
         config_store = ConfigStoreResource(url=f"sqlite://{root}/config.sqlite")
         store = config_store.store()
         tenants = [f"t{index:05d}" for index in range(args.tenants)]
@@ -118,8 +112,6 @@ def main() -> int:
             time.sleep(61)
             seconds, requests, result = tick(instance, resources, counter)
             rows.append(("no-op tick (intervals passed, nothing new)", seconds, requests, len(result.run_requests or [])))
-    finally:
-        service.stop()
 
     print(f"\n{args.tenants} tenants x {len(ROUTING_MODULES)} modules, {os.cpu_count()} cores")
     print(f"{'tick':44s} {'wall s':>7s} {'Phoenix requests':>17s} {'run requests':>13s} {'LM calls':>9s}")
