@@ -19,6 +19,7 @@ from cogniverse_assets.partitions import tenants_partitions
 
 # A lane is "optimized" once its plan ran (a skip is a finished optimization too).
 COMPLETION_STAGE = "optimization_plan"
+UNREACHABLE = "Phoenix unreachable"  # the verdict of a lane whose tenant's Phoenix did not answer
 MAX_SKIP_REASONS = 60  # a tick's skip message lists this many tenant × module verdicts at most
 
 
@@ -122,7 +123,7 @@ def evaluate_tenants(
             if tenant_id in errors:
                 unreachable.append(f"{tenant_id}: {errors[tenant_id]}")
                 for check in due_checks[tenant_id]:
-                    check.verdict = "Phoenix unreachable"
+                    check.verdict = UNREACHABLE
                 continue
             for check in due_checks[tenant_id]:
                 check.new_labeled = counts[tenant_id][check.module]
@@ -166,12 +167,12 @@ def trace_threshold_sensor(context: dg.SensorEvaluationContext, config_store: Co
     checks, unreachable = evaluate_tenants(context.instance, phoenix, configs, now)
     by_tenant = {config.tenant_id: config for config in configs}
     requests = [run_request(check, by_tenant[check.tenant_id]) for check in checks if check.verdict == "run"]
-    verdicts = [f"{check.name}: {check.verdict}" for check in checks if check.verdict != "Phoenix unreachable"]
+    verdicts = [f"{check.name}: {check.verdict}" for check in checks if check.verdict != UNREACHABLE]
     cursor = json.dumps({"evaluated_at": now.isoformat(), "tenants": len(configs), "requested": [r.run_key for r in requests]})
     if unreachable and not requests and len(unreachable) == len(configs):
-        return dg.SensorResult(skip_reason=dg.SkipReason("Phoenix unreachable: " + "; ".join(unreachable)), cursor=cursor)
+        return dg.SensorResult(skip_reason=dg.SkipReason(f"{UNREACHABLE}: " + "; ".join(unreachable)), cursor=cursor)
     if not requests:
-        reasons = verdicts + [f"{item} (Phoenix unreachable)" for item in unreachable]
+        reasons = verdicts + [f"{item} ({UNREACHABLE})" for item in unreachable]
         if len(reasons) > MAX_SKIP_REASONS:
             reasons = reasons[:MAX_SKIP_REASONS] + [f"... and {len(reasons) - MAX_SKIP_REASONS} more"]
         reason = "; ".join(reasons) or "no active tenants"

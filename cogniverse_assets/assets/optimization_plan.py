@@ -58,11 +58,11 @@ def build_optimization_plan(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         )
         fingerprint = training_fingerprint(training_set)
         trained_on = last_trained_fingerprint(artifacts, config.tenant_id, spec.name)
-        model = load_meta_model(artifacts)
         if trained_on == fingerprint:
             # Nothing new since the last training: another compile would cost LM calls for nothing.
             plan = Plan("skip", None, "unchanged", [f"training set unchanged since the last trained version ({fingerprint})"], features)
         else:
+            model = load_meta_model(artifacts)
             plan = model.plan(features, config) if model else rules_plan(features, config)
             if model is None:
                 plan.reasons.append("no meta-model yet: the rules decided")
