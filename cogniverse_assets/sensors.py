@@ -4,6 +4,7 @@ optimization lane for a tenant when it has enough new labeled traces and its int
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -20,6 +21,10 @@ from cogniverse_assets.partitions import tenants_partitions
 # A lane is "optimized" once its plan ran (a skip is a finished optimization too).
 COMPLETION_STAGE = "optimization_plan"
 UNREACHABLE = "Phoenix unreachable"  # the verdict of a lane whose tenant's Phoenix did not answer
+DEFERRED = "exact count deferred to a later tick"  # the verdict of a lane the tick's count budget did not reach
+# Phoenix counting stops starting new requests after this long, so a tick stays well inside
+# Dagster's 60 s sensor timeout; the remaining lanes are counted on the following ticks.
+COUNT_BUDGET_S = 3.0
 MAX_SKIP_REASONS = 60  # a tick's skip message lists this many tenant × module verdicts at most
 
 
@@ -85,14 +90,29 @@ def last_successful_optimizations(
 
 
 def evaluate_tenants(
-    instance: dg.DagsterInstance, phoenix: PhoenixResource, configs: list[RoutingConfig], now: datetime
+    instance: dg.DagsterInstance,
+    phoenix: PhoenixResource,
+    configs: list[RoutingConfig],
+    now: datetime,
+    count_budget_s: float | None = None,
+    resume_from: str | None = None,
 ) -> tuple[list[LaneCheck], list[str]]:
     """Check every module of every tenant: the lanes that should run, and the tenants whose Phoenix
-    could not be reached. Storage and Phoenix are asked in batches, not once per tenant."""
+    could not be reached. Storage and Phoenix are asked in batches, not once per tenant.
+
+    Phoenix counts in two stages. First, for each group of tenants that share an endpoint, a
+    lookback and a confidence threshold, one batched count since the group's lookback start: exact
+    for lanes never optimized within the lookback, an upper bound for the others, enough to rule
+    out lanes that cannot have enough new traces. Then an exact count, since its own last success,
+    for each remaining lane; with ``count_budget_s`` these stop once the budget is spent and go on
+    from tenant ``resume_from`` (tenant order) on the next tick, so a tick stays short however
+    many tenants there are. Deferred lanes get the verdict ``DEFERRED``.
+    """
+    deadline = time.monotonic() + count_budget_s if count_budget_s is not None else None
     last = last_successful_optimizations(instance, [config.tenant_id for config in configs])
     checks: list[LaneCheck] = []
-    # Per Phoenix endpoint (tenants may have their own), {tenant: (since per due module, min confidence)}.
-    to_count: dict[str, dict[str, tuple[dict[str, datetime], float]]] = {}
+    # {(endpoint, lookback start, min confidence): {tenant: (since per due module)}}
+    groups: dict[tuple[str, datetime, float], dict[str, dict[str, datetime]]] = {}
     due_checks: dict[str, list[LaneCheck]] = {}
     for config in configs:
         tenant_checks = [LaneCheck(config.tenant_id, module, *last.get((config.tenant_id, module), (None, None))) for module in ROUTING_MODULES]
@@ -112,24 +132,50 @@ def evaluate_tenants(
                 due.append(check)
         if due:
             since = {check.module: max(check.last_success, lookback_start) if check.last_success else lookback_start for check in due}
-            endpoint = config.phoenix_endpoint or ""
-            to_count.setdefault(endpoint, {})[config.tenant_id] = (since, config.min_trace_confidence)
+            groups.setdefault((config.phoenix_endpoint or "", lookback_start, config.min_trace_confidence), {})[config.tenant_id] = since
             due_checks[config.tenant_id] = due
     thresholds = {config.tenant_id: config.min_samples_for_optimization for config in configs}
-    unreachable = []
-    for endpoint, requests in to_count.items():
-        counts, errors = phoenix.for_tenant(endpoint or None).count_labeled_routing_spans_many(requests)
-        for tenant_id in requests:
-            if tenant_id in errors:
-                unreachable.append(f"{tenant_id}: {errors[tenant_id]}")
-                for check in due_checks[tenant_id]:
-                    check.verdict = UNREACHABLE
-                continue
+
+    def decide(tenant_id: str, check: LaneCheck, count: int) -> None:
+        check.new_labeled = count
+        needed = thresholds[tenant_id]
+        check.verdict = "run" if count >= needed else f"{count} new labeled traces < {needed}"
+
+    unreachable: dict[str, str] = {}
+    exact: dict[str, dict[str, tuple[dict[str, datetime], float]]] = {}  # per endpoint, the second stage
+    for (endpoint, lookback_start, min_confidence), tenants in groups.items():
+        try:
+            bounds = phoenix.for_tenant(endpoint or None).count_labeled_routing_spans_since(tenants, ROUTING_MODULES, lookback_start, min_confidence)
+        except PhoenixUnavailable as error:
+            unreachable.update(dict.fromkeys(tenants, str(error)))
+            continue
+        for tenant_id, since in tenants.items():
             for check in due_checks[tenant_id]:
-                check.new_labeled = counts[tenant_id][check.module]
-                needed = thresholds[tenant_id]
-                check.verdict = "run" if check.new_labeled >= needed else f"{check.new_labeled} new labeled traces < {needed}"
-    return checks, unreachable
+                bound = bounds[tenant_id][check.module]
+                if since[check.module] == lookback_start:
+                    decide(tenant_id, check, bound)
+                elif bound < thresholds[tenant_id]:
+                    check.verdict = f"at most {bound} new labeled traces < {thresholds[tenant_id]}"
+                else:
+                    exact.setdefault(endpoint, {}).setdefault(tenant_id, ({}, min_confidence))[0][check.module] = since[check.module]
+    for endpoint, requests in exact.items():
+        order = sorted(requests)
+        if resume_from is not None:  # go on where the last tick's budget ran out, then wrap around
+            order = [tenant for tenant in order if tenant >= resume_from] + [tenant for tenant in order if tenant < resume_from]
+        counts, errors = phoenix.for_tenant(endpoint or None).count_labeled_routing_spans_many({tenant: requests[tenant] for tenant in order}, deadline)
+        unreachable.update(errors)
+        for tenant_id in order:
+            for check in due_checks[tenant_id]:
+                if check.module not in requests[tenant_id][0]:
+                    continue
+                if tenant_id in counts:
+                    decide(tenant_id, check, counts[tenant_id][check.module])
+                elif tenant_id not in errors:
+                    check.verdict = DEFERRED
+    for tenant_id in unreachable:
+        for check in due_checks[tenant_id]:
+            check.verdict = UNREACHABLE
+    return checks, [f"{tenant_id}: {message}" for tenant_id, message in unreachable.items()]
 
 
 def evaluate_tenant(instance: dg.DagsterInstance, phoenix: PhoenixResource, config: RoutingConfig, now: datetime) -> list[LaneCheck]:
@@ -164,11 +210,20 @@ def trace_threshold_sensor(context: dg.SensorEvaluationContext, config_store: Co
     now = datetime.now(timezone.utc)
     partitions = set(context.instance.get_dynamic_partitions(tenants_partitions.name))
     configs = [config for config in config_store.store().list() if config.tenant_id in partitions]
-    checks, unreachable = evaluate_tenants(context.instance, phoenix, configs, now)
+    resume_from = json.loads(context.cursor).get("resume_from") if context.cursor else None
+    checks, unreachable = evaluate_tenants(context.instance, phoenix, configs, now, COUNT_BUDGET_S, resume_from)
     by_tenant = {config.tenant_id: config for config in configs}
     requests = [run_request(check, by_tenant[check.tenant_id]) for check in checks if check.verdict == "run"]
     verdicts = [f"{check.name}: {check.verdict}" for check in checks if check.verdict != UNREACHABLE]
-    cursor = json.dumps({"evaluated_at": now.isoformat(), "tenants": len(configs), "requested": [r.run_key for r in requests]})
+    deferred = sorted({check.tenant_id for check in checks if check.verdict == DEFERRED})
+    if deferred:
+        context.log.info(f"count budget spent: {len(deferred)} tenants' exact counts go on next tick")
+        # The counted tenants were a prefix of the rotation that started at resume_from.
+        resume_from = next((tenant for tenant in deferred if resume_from is None or tenant >= resume_from), deferred[0])
+    else:
+        resume_from = None
+    cursor = json.dumps({"evaluated_at": now.isoformat(), "tenants": len(configs), "requested": [r.run_key for r in requests],
+                         "resume_from": resume_from})
     if unreachable and not requests and len(unreachable) == len(configs):
         return dg.SensorResult(skip_reason=dg.SkipReason(f"{UNREACHABLE}: " + "; ".join(unreachable)), cursor=cursor)
     if not requests:

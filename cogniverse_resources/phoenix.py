@@ -23,6 +23,7 @@ def default_phoenix_endpoint() -> str:
 
 # Phoenix rejects GraphQL queries with more aliased fields than this.
 GRAPHQL_MAX_ALIASES = 50
+PROJECTS_PER_PAGE = 1000
 
 
 class PhoenixUnavailable(RuntimeError):
@@ -160,16 +161,17 @@ class PhoenixResource(dg.ConfigurableResource):
         return counts[tenant_id]
 
     def count_labeled_routing_spans_many(
-        self, requests: Mapping[str, tuple[Mapping[str, datetime | None], float]]
+        self, requests: Mapping[str, tuple[Mapping[str, datetime | None], float]], deadline: float | None = None
     ) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
         """``count_labeled_routing_spans`` for many tenants: ``{tenant: (since, min_confidence)}``
         → (counts per tenant, error message per tenant whose request failed).
 
-        The Phoenix client has no count API, so this uses Phoenix's GraphQL ``recordCount``: one
-        aliased field per tenant × module, as many tenants per request as Phoenix's limit of
-        ``GRAPHQL_MAX_ALIASES`` aliases allows (12 with three modules): a sensor tick over a
-        thousand tenants makes about 84 requests, not a thousand. A failed request costs only its
-        own tenants.
+        One aliased ``recordCount`` per tenant × module through GraphQL (the Phoenix client has no
+        count API), as many tenants per request as Phoenix's limit of ``GRAPHQL_MAX_ALIASES``
+        allows (12 with three modules). Each count has its own start time, so Phoenix runs one SQL
+        query per count: about 15 ms each on SQLite. A failed request costs only its own tenants.
+        With a ``deadline`` (``time.monotonic()``), no request starts after it once one has been
+        made: tenants in neither result were not counted.
         """
         counts: dict[str, dict[str, int]] = {}
         errors: dict[str, str] = {}
@@ -177,6 +179,8 @@ class PhoenixResource(dg.ConfigurableResource):
         modules = max((len(since) for since, _ in requests.values()), default=1)
         per_request = max(1, GRAPHQL_MAX_ALIASES // (modules + 1))
         for start in range(0, len(tenants), per_request):
+            if deadline is not None and start and time.monotonic() > deadline:
+                break
             chunk = {tenant: requests[tenant] for tenant in tenants[start : start + per_request]}
             try:
                 counts.update(self._count_chunk(chunk))
@@ -184,22 +188,50 @@ class PhoenixResource(dg.ConfigurableResource):
                 errors.update({tenant: str(error) for tenant in chunk})
         return counts, errors
 
-    def _count_chunk(self, requests: Mapping[str, tuple[Mapping[str, datetime | None], float]]) -> dict[str, dict[str, int]]:
-        projects, variables = [], {}
-        for t_index, (tenant_id, (since, min_confidence)) in enumerate(requests.items()):
-            fields = []
-            for m_index, (module, moment) in enumerate(since.items()):
-                condition = (
-                    f'name == "{tc.SPAN_NAME}" and {tc.MODULE} == "{module}" and '
-                    f"(annotations['{tc.FEEDBACK_ANNOTATION}'].label is not None or "
-                    f"({tc.AGENT_SUCCESS} == True and {tc.CONFIDENCE} >= {float(min_confidence)}))"
-                )
-                time_range = f"timeRange: {{start: {json.dumps(moment.isoformat())}}}, " if moment else ""
-                fields.append(f"m{m_index}: recordCount({time_range}filterCondition: {json.dumps(condition)})")
-            variables[f"p{t_index}"] = self.project_name(tenant_id)
-            projects.append(f"t{t_index}: getProjectByName(name: $p{t_index}) {{ {' '.join(fields)} }}")
-        declarations = ", ".join(f"${name}: String!" for name in variables)
-        query = f"query({declarations}) {{ {' '.join(projects)} }}"
+    def count_labeled_routing_spans_since(
+        self, tenant_ids: Iterable[str], modules: Iterable[str], since: datetime | None, min_trace_confidence: float
+    ) -> dict[str, dict[str, int]]:
+        """Per tenant and module, the labeled routing spans since one moment shared by all tenants.
+
+        Counts that share a time range and a filter are one SQL query in Phoenix whatever the
+        number of projects, so this reads every tenant project in one request per
+        ``PROJECTS_PER_PAGE`` projects (about 1 ms per tenant): the sensor's cheap first stage.
+        Raises ``PhoenixUnavailable``.
+        """
+        wanted = {self.project_name(tenant_id): tenant_id for tenant_id in tenant_ids}
+        modules = list(modules)
+        time_range = f"timeRange: {{start: {json.dumps(since.isoformat())}}}, " if since else ""
+        fields = " ".join(
+            f"m{index}: recordCount({time_range}filterCondition: {json.dumps(self._labeled_condition(module, min_trace_confidence))})"
+            for index, module in enumerate(modules)
+        )
+        query = (
+            "query($prefix: String!, $after: String) { projects(first: %d, after: $after, filter: {col: name, value: $prefix}) "
+            "{ pageInfo { hasNextPage endCursor } edges { node { name %s } } } }" % (PROJECTS_PER_PAGE, fields)
+        )
+        counts = {tenant_id: dict.fromkeys(modules, 0) for tenant_id in wanted.values()}  # no project yet: nothing emitted
+        after = None
+        while wanted:
+            page = self._graphql(query, {"prefix": self.project_prefix, "after": after})["projects"]
+            for edge in page["edges"]:
+                tenant_id = wanted.get(edge["node"]["name"])
+                if tenant_id is not None:
+                    counts[tenant_id] = {module: int(edge["node"][f"m{index}"]) for index, module in enumerate(modules)}
+            if not page["pageInfo"]["hasNextPage"]:
+                break
+            after = page["pageInfo"]["endCursor"]
+        return counts
+
+    @staticmethod
+    def _labeled_condition(module: str, min_confidence: float) -> str:
+        # Mirrors examples.choose_label: an annotation, or a successful answer above the threshold.
+        return (
+            f'name == "{tc.SPAN_NAME}" and {tc.MODULE} == "{module}" and '
+            f"(annotations['{tc.FEEDBACK_ANNOTATION}'].label is not None or "
+            f"({tc.AGENT_SUCCESS} == True and {tc.CONFIDENCE} >= {float(min_confidence)}))"
+        )
+
+    def _graphql(self, query: str, variables: Mapping[str, object]) -> dict:
         headers = {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         try:
             response = httpx.post(
@@ -211,7 +243,20 @@ class PhoenixResource(dg.ConfigurableResource):
         payload = response.json()
         if payload.get("errors"):
             raise PhoenixUnavailable(f"Phoenix rejected the count query: {payload['errors'][0].get('message')}")
-        data = payload.get("data") or {}
+        return payload.get("data") or {}
+
+    def _count_chunk(self, requests: Mapping[str, tuple[Mapping[str, datetime | None], float]]) -> dict[str, dict[str, int]]:
+        projects, variables = [], {}
+        for t_index, (tenant_id, (since, min_confidence)) in enumerate(requests.items()):
+            fields = []
+            for m_index, (module, moment) in enumerate(since.items()):
+                condition = self._labeled_condition(module, min_confidence)
+                time_range = f"timeRange: {{start: {json.dumps(moment.isoformat())}}}, " if moment else ""
+                fields.append(f"m{m_index}: recordCount({time_range}filterCondition: {json.dumps(condition)})")
+            variables[f"p{t_index}"] = self.project_name(tenant_id)
+            projects.append(f"t{t_index}: getProjectByName(name: $p{t_index}) {{ {' '.join(fields)} }}")
+        declarations = ", ".join(f"${name}: String!" for name in variables)
+        data = self._graphql(f"query({declarations}) {{ {' '.join(projects)} }}", variables)
         counts = {}
         for t_index, (tenant_id, (since, _)) in enumerate(requests.items()):
             project = data.get(f"t{t_index}")

@@ -10,8 +10,10 @@ from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_resources.phoenix import PhoenixResource
 from cogniverse_resources.stack import free_port
 from cogniverse_assets.partitions import tenants_partitions
+from cogniverse_assets import sensors
 from cogniverse_assets.sensors import (
     COMPLETION_STAGE,
+    DEFERRED,
     evaluate_tenant,
     lane_keys,
     tenant_discovery_sensor,
@@ -25,6 +27,19 @@ def _tick(env, phoenix=None):
         instance=env.instance, resources={"config_store": env.config_store, "phoenix": phoenix or env.phoenix}
     )
     return trace_threshold_sensor(context)
+
+
+class _Clock:
+    """Stands in for ``datetime`` in the sensor module: ``now()`` is a fixed moment."""
+
+    def __init__(self, moment: datetime):
+        self.moment = moment
+
+    def now(self, tz=None):
+        return self.moment
+
+    def __getattr__(self, name):
+        return getattr(datetime, name)
 
 
 def _skip(result) -> str:
@@ -146,3 +161,68 @@ def test_many_tenants_are_counted_in_batched_phoenix_requests(tenant_env):
     assert counts[busy] == {"modality": 3, "cross_modal": 0, "routing": 0}
     assert counts[quiet] == {"modality": 1, "cross_modal": 0, "routing": 0}
     assert all(counts[tenant] == {"modality": 0, "cross_modal": 0, "routing": 0} for tenant in [silent, *absent])
+
+
+def test_one_request_counts_every_tenant_since_a_shared_moment(tenant_env):
+    busy, quiet = tenant_env.add("shared-busy"), tenant_env.add("shared-quiet")
+    before = datetime.now(timezone.utc)
+    emit_traffic(tenant_env.phoenix, busy, n=3, feedback_rate=1.0, seed=63, progress=False, modules=["modality"])
+    emit_traffic(tenant_env.phoenix, quiet, n=1, feedback_rate=1.0, seed=64, progress=False, modules=["routing"])
+    modules = ["modality", "cross_modal", "routing"]
+    counts = tenant_env.phoenix.count_labeled_routing_spans_since([busy, quiet, "shared-absent"], modules, before, 0.7)
+    assert counts == {
+        busy: {"modality": 3, "cross_modal": 0, "routing": 0},
+        quiet: {"modality": 0, "cross_modal": 0, "routing": 1},
+        "shared-absent": {"modality": 0, "cross_modal": 0, "routing": 0},
+    }
+    later = tenant_env.phoenix.count_labeled_routing_spans_since([busy], modules, datetime.now(timezone.utc), 0.7)
+    assert later == {busy: {"modality": 0, "cross_modal": 0, "routing": 0}}
+
+
+def test_an_upper_bound_below_the_threshold_needs_no_exact_count(tenant_env, monkeypatch):
+    tenant = tenant_env.add("bound", min_samples_for_optimization=3, optimization_interval_seconds=60)
+    emit_traffic(tenant_env.phoenix, tenant, n=2, feedback_rate=1.0, seed=65, progress=False, modules=["modality"])
+    tenant_env.instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=dg.AssetKey(["modality", COMPLETION_STAGE]), partition=tenant)
+    )
+
+    def no_exact_count(*args, **kwargs):
+        raise AssertionError("an exact count was made")
+
+    monkeypatch.setattr(PhoenixResource, "_count_chunk", no_exact_count)
+    config = tenant_env.config_store.store().get(tenant)
+    checks = evaluate_tenant(tenant_env.instance, tenant_env.phoenix, config, datetime.now(timezone.utc) + timedelta(seconds=61))
+    modality = next(check for check in checks if check.module == "modality")
+    assert modality.verdict == "at most 2 new labeled traces < 3"
+
+
+def test_a_spent_count_budget_defers_lanes_to_the_next_tick_in_turn(tenant_env, monkeypatch):
+    # 14 tenants whose three lanes need an exact count (each optimized after its one labeled span);
+    # one exact-count request covers 12 tenants × 3 modules, so a zero budget counts 12 and defers 2.
+    tenants = [tenant_env.add(f"turn{index:02d}", min_samples_for_optimization=1, optimization_interval_seconds=60) for index in range(14)]
+    for index, tenant in enumerate(tenants):
+        emit_traffic(tenant_env.phoenix, tenant, n=1, feedback_rate=1.0, seed=70 + index, progress=False)
+        for module in ("modality", "cross_modal", "routing"):
+            tenant_env.instance.report_runless_asset_event(
+                dg.AssetMaterialization(asset_key=dg.AssetKey([module, COMPLETION_STAGE]), partition=tenant)
+            )
+    monkeypatch.setattr(sensors, "COUNT_BUDGET_S", 0.0)
+    monkeypatch.setattr(sensors, "datetime", _Clock(datetime.now(timezone.utc) + timedelta(seconds=61)))
+
+    def modality_verdicts(result) -> dict[str, str]:
+        message = result.skip_reason.skip_message
+        return {tenant: message.split(f"{tenant}/modality: ")[1].split(";")[0] for tenant in tenants}
+
+    first = _tick(tenant_env)
+    verdicts = modality_verdicts(first)
+    assert [verdicts[tenant] for tenant in tenants] == ["0 new labeled traces < 1"] * 12 + [DEFERRED] * 2
+    assert json.loads(first.cursor)["resume_from"] == tenants[12]
+
+    second = trace_threshold_sensor(dg.build_sensor_context(
+        instance=tenant_env.instance, resources={"config_store": tenant_env.config_store, "phoenix": tenant_env.phoenix},
+        cursor=first.cursor,
+    ))
+    verdicts = modality_verdicts(second)
+    # The deferred two first, then from the start again until the budget runs out.
+    assert [tenant for tenant in tenants if verdicts[tenant] == DEFERRED] == tenants[10:12]
+    assert json.loads(second.cursor)["resume_from"] == tenants[10]
