@@ -4,10 +4,11 @@ Starts its own Phoenix (SQLite in a temp dir), writes ``--spans`` routing spans 
 modules into one tenant's project (with ``routing_feedback`` on ``--feedback-rate`` of them), then
 runs, each in a fresh process, side by side:
   - ingestion: ``ingest_routing_traces`` for the three modules (parse, label, quarantine, write Parquet);
-  - bare loop: ``client.spans.get_spans`` for the same spans (server-side filtered, cursor-paged).
+  - bare loop: ``client.spans.get_spans`` for the same spans (server-side filtered, cursor-paged);
+  - bare pages: the same REST paging ingestion uses, without its labeling work.
 Prints wall time, spans/s and peak RSS of each and the throughput ratio.
 
-    .venv/bin/python bench/ingestion.py [--spans 100000] [--feedback-rate 0.1]
+    .venv/bin/python bench/ingestion.py [--spans 100000] [--feedback-rate 0.1] [--reuse FOLDER]
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import os
 import random
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -69,6 +72,25 @@ print(json.dumps({"seconds": time.perf_counter() - started, "spans": spans,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
+# The same paging routing_traces uses (REST getSpans, 1,000 spans a page), without labeling: what
+# ingestion's own work (annotations, parsing, Parquet) costs on top of reading.
+BARE_PAGES = """
+import json, resource, sys, time
+from datetime import datetime, timedelta, timezone
+from cogniverse_resources.phoenix import PhoenixResource
+from cogniverse_assets.modules.registry import ROUTING_MODULES
+endpoint, tenant = sys.argv[1:3]
+phoenix = PhoenixResource(endpoint=endpoint, timeout_s=300)
+now = datetime.now(timezone.utc)
+started = time.perf_counter()
+spans = 0
+for module in ROUTING_MODULES:
+    for page in phoenix.iter_routing_spans(tenant, module, now - timedelta(hours=24), now + timedelta(seconds=1)):
+        spans += len(page)
+print(json.dumps({"seconds": time.perf_counter() - started, "spans": spans,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
 
 def emit(phoenix: PhoenixResource, spans: int, feedback_rate: float) -> None:
     rng = random.Random(7)
@@ -111,23 +133,30 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=100_000)
     parser.add_argument("--feedback-rate", type=float, default=0.1)
+    parser.add_argument("--reuse", type=Path, help="the folder of an earlier run: read its spans again instead of writing new ones "
+                        "(writing 100k spans takes about 17 minutes)")
     args = parser.parse_args()
 
-    with private_phoenix("bench-ingest-") as (root, phoenix):
+    with private_phoenix("bench-ingest-", args.reuse) as (root, phoenix):
+        print(f"Phoenix data in {root} (--reuse {root} reads it again)", flush=True)
         os.environ["CONFIG_STORE_URL"] = f"sqlite://{root}/config.sqlite"
-        open_config_store().add(TENANT)
-        started = time.perf_counter()
-        emit(phoenix, args.spans, args.feedback_rate)
-        print(f"setup: {args.spans} spans written and ingested by Phoenix in {time.perf_counter() - started:.0f}s", flush=True)
+        if args.reuse is None:
+            open_config_store().add(TENANT)
+            started = time.perf_counter()
+            emit(phoenix, args.spans, args.feedback_rate)
+            print(f"setup: {args.spans} spans written and ingested by Phoenix in {time.perf_counter() - started:.0f}s", flush=True)
         bare = run(BARE_LOOP, phoenix.endpoint, phoenix.project_name(TENANT))
-        ours = run(INGESTION, phoenix.endpoint, str(root / "artifacts"), TENANT)
+        ours = run(INGESTION, phoenix.endpoint, tempfile.mkdtemp(prefix="artifacts-", dir=root), TENANT)
+        pages = run(BARE_PAGES, phoenix.endpoint, TENANT)
 
-    print(f"\n{args.spans} spans, 3 modules, one tenant, {os.cpu_count()} cores")
-    print(f"{'reader':34s} {'spans':>8s} {'wall s':>8s} {'spans/s':>9s} {'peak RSS MB':>12s}")
-    for name, figures in (("bare loop (client.spans.get_spans)", bare), ("routing_traces ingestion", ours)):
-        print(f"{name:34s} {figures['spans']:8d} {figures['seconds']:8.1f} {figures['spans'] / figures['seconds']:9.0f} {figures['peak_rss_mb']:12.0f}")
+    print(f"\n{bare['spans']} spans, 3 modules, one tenant, {os.cpu_count()} cores")
+    print(f"{'reader':44s} {'spans':>8s} {'wall s':>8s} {'spans/s':>9s} {'peak RSS MB':>12s}")
+    for name, figures in (("bare loop (client.spans.get_spans, 100/page)", bare), ("routing_traces ingestion", ours),
+                          ("bare loop over ingestion's pages (1000/page)", pages)):
+        print(f"{name:44s} {figures['spans']:8d} {figures['seconds']:8.1f} {figures['spans'] / figures['seconds']:9.0f} {figures['peak_rss_mb']:12.0f}")
     ratio = (ours["spans"] / ours["seconds"]) / (bare["spans"] / bare["seconds"])
     print(f"throughput ratio ingestion / bare loop: {ratio:.2f} (goal >= 0.8); ingestion peak RSS goal < 500 MB")
+    print(f"ingestion / bare loop over the same pages: {(ours['spans'] / ours['seconds']) / (pages['spans'] / pages['seconds']):.2f}")
     return 0
 
 

@@ -10,9 +10,10 @@ from cogniverse_resources.phoenix import PhoenixResource
 
 
 @contextmanager
-def private_phoenix(prefix: str) -> Iterator[tuple[Path, PhoenixResource]]:
-    """Start Phoenix on free ports in a new temp folder; yield (folder, resource); stop it."""
-    root = Path(tempfile.mkdtemp(prefix=prefix))
+def private_phoenix(prefix: str, root: Path | None = None) -> Iterator[tuple[Path, PhoenixResource]]:
+    """Start Phoenix on free ports in a new temp folder (or on the data an earlier run left in
+    ``root``); yield (folder, resource); stop it. The folder is kept."""
+    root = root or Path(tempfile.mkdtemp(prefix=prefix))
     port, grpc_port = stack.free_port(), stack.free_port()
     service = stack.phoenix_service(working_dir=root / "phoenix", port=port, grpc_port=grpc_port, directory=root)
     service.start()

@@ -190,7 +190,7 @@ def test_phoenix_killed_mid_ingestion_fails_cleanly_and_a_retry_succeeds(tenant_
             """The real server, stopped while the second page is being read."""
 
             def iter_routing_spans(self, *args, **kwargs):
-                for number, page in enumerate(super().iter_routing_spans(*args, **{**kwargs, "page_cap": 20})):
+                for number, page in enumerate(super().iter_routing_spans(*args, **{**kwargs, "page_size": 20})):
                     yield page
                     if number == 0:
                         service.stop()
