@@ -12,7 +12,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -68,7 +67,6 @@ def main() -> int:
             rows.append({"seed": seed, "optimizer": "unoptimized", "accuracy": accuracy, "compile_calls": 0, "compile_s": 0.0})
             print(f"seed {seed} unoptimized: {accuracy:.3f} ({calls} eval calls)", flush=True)
             for name in args.optimizers:
-                started = time.monotonic()
                 try:
                     result = compile_module(SPEC, name, train + (valset if name not in ("mipro", "gepa") else []), lm, lm, adapter,
                                             max_iterations=args.max_iterations, valset=valset, seed=seed)
@@ -76,8 +74,9 @@ def main() -> int:
                     print(f"seed {seed} {name}: FAILED {type(error).__name__}: {error}", flush=True)
                     continue
                 accuracy, _ = evaluate(result.program, lm, adapter, eval_set)
+                # compile time only: the held-out evaluation after it is not part of the optimizer's cost
                 rows.append({"seed": seed, "optimizer": name, "accuracy": accuracy, "compile_calls": result.lm_calls,
-                             "compile_s": time.monotonic() - started})
+                             "compile_s": result.seconds})
                 print(f"seed {seed} {name}: {accuracy:.3f} held-out, {result.lm_calls} LM calls, {result.seconds:.0f}s", flush=True)
     finally:
         service.stop()
@@ -85,11 +84,11 @@ def main() -> int:
     frame = pd.DataFrame(rows)
     print(f"\nmodality, train {args.train} (of which {max(5, args.train // 5)} for candidate selection), "
           f"held-out eval {args.eval}, seeds {args.seeds}, {os.cpu_count()} cores")
-    print(f"{'optimizer':12s} {'accuracy':>16s} {'LM calls':>10s} {'wall s':>8s}")
+    print(f"{'optimizer':12s} {'accuracy':>16s} {'LM calls':>10s} {'compile s':>10s}")
     for name, group in frame.groupby("optimizer", sort=False):
         accs = group["accuracy"].tolist()
         spread = f" ± {statistics.stdev(accs):.3f}" if len(accs) > 1 else ""
-        print(f"{name:12s} {statistics.mean(accs):>10.3f}{spread:>6s} {group['compile_calls'].mean():>10.0f} {group['compile_s'].mean():>8.0f}")
+        print(f"{name:12s} {statistics.mean(accs):>10.3f}{spread:>6s} {group['compile_calls'].mean():>10.0f} {group['compile_s'].mean():>10.0f}")
     return 0
 
 
