@@ -144,21 +144,12 @@ class PhoenixResource(dg.ConfigurableResource):
 
     # ------------------------------------------------------------------ counting for sensors
 
-    def count_labeled_routing_spans(
-        self, tenant_id: str, since: Mapping[str, datetime | None], min_trace_confidence: float
-    ) -> dict[str, int]:
-        """Per module, the number of routing spans since ``since[module]`` that carry a label
-        (a feedback annotation, or a successful answer with confidence >= the threshold)."""
-        counts, errors = self.count_labeled_routing_spans_many({tenant_id: (since, min_trace_confidence)})
-        if errors:
-            raise PhoenixUnavailable(errors[tenant_id])
-        return counts[tenant_id]
-
     def count_labeled_routing_spans_many(
         self, requests: Mapping[str, tuple[Mapping[str, datetime | None], float]], deadline: float | None = None
     ) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
-        """``count_labeled_routing_spans`` for many tenants: ``{tenant: (since, min_confidence)}``
-        → (counts per tenant, error message per tenant whose request failed).
+        """Per tenant and module, the routing spans since ``since[module]`` that carry a label (a
+        feedback annotation, or a successful answer with confidence >= the tenant's threshold):
+        ``{tenant: (since, min_confidence)}`` → (counts per tenant, error per tenant whose request failed).
 
         One aliased ``recordCount`` per tenant × module through GraphQL (the Phoenix client has no
         count API), as many tenants per request as Phoenix's limit of ``GRAPHQL_MAX_ALIASES``
