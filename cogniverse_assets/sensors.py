@@ -7,6 +7,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Iterable
 
 import dagster as dg
 from dagster import DagsterEventType
@@ -89,6 +90,15 @@ def last_successful_optimizations(
     return found
 
 
+def rotation(tenant_ids: Iterable[str], resume_from: str | None) -> list[str]:
+    """Tenants in order, starting at ``resume_from`` (where the last tick's budget ran out) and
+    wrapping around."""
+    ordered = sorted(tenant_ids)
+    if resume_from is None:
+        return ordered
+    return [tenant for tenant in ordered if tenant >= resume_from] + [tenant for tenant in ordered if tenant < resume_from]
+
+
 def evaluate_tenants(
     instance: dg.DagsterInstance,
     phoenix: PhoenixResource,
@@ -159,9 +169,7 @@ def evaluate_tenants(
                 else:
                     exact.setdefault(endpoint, {}).setdefault(tenant_id, ({}, min_confidence))[0][check.module] = since[check.module]
     for endpoint, requests in exact.items():
-        order = sorted(requests)
-        if resume_from is not None:  # go on where the last tick's budget ran out, then wrap around
-            order = [tenant for tenant in order if tenant >= resume_from] + [tenant for tenant in order if tenant < resume_from]
+        order = rotation(requests, resume_from)
         counts, errors = phoenix.for_tenant(endpoint or None).count_labeled_routing_spans_many({tenant: requests[tenant] for tenant in order}, deadline)
         unreachable.update(errors)
         for tenant_id in order:
@@ -215,13 +223,11 @@ def trace_threshold_sensor(context: dg.SensorEvaluationContext, config_store: Co
     by_tenant = {config.tenant_id: config for config in configs}
     requests = [run_request(check, by_tenant[check.tenant_id]) for check in checks if check.verdict == "run"]
     verdicts = [f"{check.name}: {check.verdict}" for check in checks if check.verdict != UNREACHABLE]
-    deferred = sorted({check.tenant_id for check in checks if check.verdict == DEFERRED})
+    deferred = rotation({check.tenant_id for check in checks if check.verdict == DEFERRED}, resume_from)
     if deferred:
         context.log.info(f"count budget spent: {len(deferred)} tenants' exact counts go on next tick")
-        # The counted tenants were a prefix of the rotation that started at resume_from.
-        resume_from = next((tenant for tenant in deferred if resume_from is None or tenant >= resume_from), deferred[0])
-    else:
-        resume_from = None
+    # The counted tenants were a prefix of this tick's rotation: the next tick starts with the rest.
+    resume_from = deferred[0] if deferred else None
     cursor = json.dumps({"evaluated_at": now.isoformat(), "tenants": len(configs), "requested": [r.run_key for r in requests],
                          "resume_from": resume_from})
     if unreachable and not requests and len(unreachable) == len(configs):

@@ -185,11 +185,7 @@ class PhoenixResource(dg.ConfigurableResource):
         """
         wanted = {self.project_name(tenant_id): tenant_id for tenant_id in tenant_ids}
         modules = list(modules)
-        time_range = f"timeRange: {{start: {json.dumps(since.isoformat())}}}, " if since else ""
-        fields = " ".join(
-            f"m{index}: recordCount({time_range}filterCondition: {json.dumps(self._labeled_condition(module, min_trace_confidence))})"
-            for index, module in enumerate(modules)
-        )
+        fields = " ".join(self._labeled_count(f"m{index}", module, since, min_trace_confidence) for index, module in enumerate(modules))
         query = (
             "query($prefix: String!, $after: String) { projects(first: %d, after: $after, filter: {col: name, value: $prefix}) "
             "{ pageInfo { hasNextPage endCursor } edges { node { name %s } } } }" % (PROJECTS_PER_PAGE, fields)
@@ -208,13 +204,16 @@ class PhoenixResource(dg.ConfigurableResource):
         return counts
 
     @staticmethod
-    def _labeled_condition(module: str, min_confidence: float) -> str:
+    def _labeled_count(alias: str, module: str, since: datetime | None, min_confidence: float) -> str:
+        """The GraphQL field counting ``module``'s labeled routing spans since ``since``."""
         # Mirrors examples.choose_label: an annotation, or a successful answer above the threshold.
-        return (
+        condition = (
             f'name == "{tc.SPAN_NAME}" and {tc.MODULE} == "{module}" and '
             f"(annotations['{tc.FEEDBACK_ANNOTATION}'].label is not None or "
             f"({tc.AGENT_SUCCESS} == True and {tc.CONFIDENCE} >= {float(min_confidence)}))"
         )
+        time_range = f"timeRange: {{start: {json.dumps(since.isoformat())}}}, " if since else ""
+        return f"{alias}: recordCount({time_range}filterCondition: {json.dumps(condition)})"
 
     def _headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -235,11 +234,7 @@ class PhoenixResource(dg.ConfigurableResource):
     def _count_chunk(self, requests: Mapping[str, tuple[Mapping[str, datetime | None], float]]) -> dict[str, dict[str, int]]:
         projects, variables = [], {}
         for t_index, (tenant_id, (since, min_confidence)) in enumerate(requests.items()):
-            fields = []
-            for m_index, (module, moment) in enumerate(since.items()):
-                condition = self._labeled_condition(module, min_confidence)
-                time_range = f"timeRange: {{start: {json.dumps(moment.isoformat())}}}, " if moment else ""
-                fields.append(f"m{m_index}: recordCount({time_range}filterCondition: {json.dumps(condition)})")
+            fields = [self._labeled_count(f"m{m_index}", module, moment, min_confidence) for m_index, (module, moment) in enumerate(since.items())]
             variables[f"p{t_index}"] = self.project_name(tenant_id)
             projects.append(f"t{t_index}: getProjectByName(name: $p{t_index}) {{ {' '.join(fields)} }}")
         declarations = ", ".join(f"${name}: String!" for name in variables)
