@@ -13,7 +13,7 @@ import dagster as dg
 from dagster import DagsterEventType
 
 from cogniverse_resources.config_store import ConfigStoreResource
-from cogniverse_resources.phoenix import PhoenixResource, PhoenixUnavailable
+from cogniverse_resources.phoenix import LaneCountRequest, PhoenixResource, PhoenixUnavailable
 from cogniverse_resources.tenant import InvalidTenantId, RoutingConfig, validate_tenant_id
 from cogniverse_assets.assets.lane import lane_keys
 from cogniverse_assets.modules.registry import ROUTING_MODULES
@@ -57,6 +57,9 @@ def tenant_discovery_sensor(context: dg.SensorEvaluationContext, config_store: C
 
 @dataclass
 class LaneCheck:
+    """One tenant × module lane: when it last completed and, once decided, its verdict. The one
+    mutable record of a tick: each step below writes the verdicts it can decide."""
+
     tenant_id: str
     module: str
     last_success: datetime | None
@@ -68,16 +71,68 @@ class LaneCheck:
     def name(self) -> str:
         return f"{self.tenant_id}/{self.module}"
 
+    def counted(self, new_labeled: int, needed: int) -> None:
+        """Decide the lane from an exact count of its new labeled traces."""
+        self.new_labeled = new_labeled
+        self.verdict = "run" if new_labeled >= needed else f"{new_labeled} new labeled traces < {needed}"
+
+
+@dataclass(frozen=True)
+class DueTenant:
+    """A tenant with lanes whose interval has passed: what counting their new traces needs."""
+
+    config: RoutingConfig
+    lanes: tuple[LaneCheck, ...]
+    lookback_start: datetime  # Phoenix traces older than this never count
+
+    @property
+    def tenant_id(self) -> str:
+        return self.config.tenant_id
+
+    @property
+    def endpoint(self) -> str:
+        return self.config.phoenix_endpoint or ""
+
+    @property
+    def needed(self) -> int:
+        return self.config.min_samples_for_optimization
+
+    def since(self, lane: LaneCheck) -> datetime:
+        """Where the lane's new traces start: its last success, or the lookback start if later."""
+        if lane.last_success is None:
+            return self.lookback_start
+        return max(lane.last_success, self.lookback_start)
+
+
+@dataclass(frozen=True)
+class UndecidedTenant:
+    """A tenant's lanes that the upper bound could not rule out, and their exact count to ask for."""
+
+    tenant: DueTenant
+    lanes: tuple[LaneCheck, ...]
+    request: LaneCountRequest  # each lane counted since its own last success
+
+
+@dataclass(frozen=True)
+class UpperBounds:
+    """Stage 1's result: what is left for stage 2, and the tenants whose Phoenix did not answer."""
+
+    undecided: tuple[UndecidedTenant, ...]
+    unreachable: dict[str, str]  # tenant → error
+
 
 def last_successful_optimizations(
     instance: dg.DagsterInstance, tenant_ids: list[str]
 ) -> dict[tuple[str, str], tuple[datetime, int]]:
     """When each tenant's lanes last completed, from Dagster's materialization history:
-    ``{(tenant, module): (time, storage id)}``, two storage queries per module for any number of tenants."""
+    ``{(tenant, module): (time, storage id)}``. Storage is asked per module for all tenants at once,
+    so the cost does not grow with the number of tenants."""
     found: dict[tuple[str, str], tuple[datetime, int]] = {}
     for module in ROUTING_MODULES:
         key = dg.AssetKey([module, COMPLETION_STAGE])
-        latest = instance.get_latest_storage_id_by_partition(key, DagsterEventType.ASSET_MATERIALIZATION, partitions=set(tenant_ids))
+        latest = instance.get_latest_storage_id_by_partition(
+            key, DagsterEventType.ASSET_MATERIALIZATION, partitions=set(tenant_ids)
+        )
         if not latest:
             continue
         records = instance.fetch_materializations(
@@ -86,7 +141,8 @@ def last_successful_optimizations(
         stamps = {record.storage_id: record.timestamp for record in records}
         for tenant_id, storage_id in latest.items():
             if storage_id in stamps:
-                found[(tenant_id, module)] = (datetime.fromtimestamp(stamps[storage_id], tz=timezone.utc), storage_id)
+                moment = datetime.fromtimestamp(stamps[storage_id], tz=timezone.utc)
+                found[(tenant_id, module)] = (moment, storage_id)
     return found
 
 
@@ -99,6 +155,106 @@ def rotation(tenant_ids: Iterable[str], resume_from: str | None) -> list[str]:
     return [tenant for tenant in ordered if tenant >= resume_from] + [tenant for tenant in ordered if tenant < resume_from]
 
 
+def due_lanes(
+    configs: list[RoutingConfig], last: dict[tuple[str, str], tuple[datetime, int]], now: datetime
+) -> tuple[list[LaneCheck], list[DueTenant]]:
+    """Every lane of every tenant, and the tenants with lanes to count. Lanes of disabled tenants
+    and lanes inside their interval get their verdict here, without asking Phoenix."""
+    checks: list[LaneCheck] = []
+    due: list[DueTenant] = []
+    for config in configs:
+        lanes = [
+            LaneCheck(config.tenant_id, module, *last.get((config.tenant_id, module), (None, None)))
+            for module in ROUTING_MODULES
+        ]
+        checks += lanes
+        if not config.enable_auto_optimization:
+            for lane in lanes:
+                lane.verdict = "auto-optimization disabled"
+            continue
+        interval = timedelta(seconds=config.optimization_interval_seconds)
+        waiting = []
+        for lane in lanes:
+            if lane.last_success is not None and now - lane.last_success < interval:
+                remaining = interval - (now - lane.last_success)
+                lane.verdict = f"interval not passed ({int(remaining.total_seconds())}s left)"
+            else:
+                waiting.append(lane)
+        if waiting:
+            due.append(DueTenant(config, tuple(waiting), now - timedelta(hours=config.phoenix_lookback_hours)))
+    return checks, due
+
+
+def count_upper_bounds(phoenix: PhoenixResource, due: list[DueTenant]) -> UpperBounds:
+    """Stage 1, the batched upper-bound count: one batched Phoenix count per group of tenants that
+    share an endpoint, a lookback start and a confidence threshold, since that lookback start.
+
+    Counts sharing a start are cheap for Phoenix, however many tenants. A lane never optimized
+    within the lookback gets its exact count; for the others the count is an upper bound, and a
+    bound below the threshold rules the lane out. The rest are left for stage 2.
+    """
+    groups: dict[tuple[str, datetime, float], list[DueTenant]] = {}
+    for tenant in due:
+        key = (tenant.endpoint, tenant.lookback_start, tenant.config.min_trace_confidence)
+        groups.setdefault(key, []).append(tenant)
+    undecided: list[UndecidedTenant] = []
+    unreachable: dict[str, str] = {}
+    for (endpoint, lookback_start, min_confidence), tenants in groups.items():
+        try:
+            bounds = phoenix.for_tenant(endpoint or None).count_labeled_routing_spans_since(
+                [tenant.tenant_id for tenant in tenants], ROUTING_MODULES, lookback_start, min_confidence
+            )
+        except PhoenixUnavailable as error:
+            unreachable.update(dict.fromkeys((tenant.tenant_id for tenant in tenants), str(error)))
+            continue
+        for tenant in tenants:
+            lanes, since = [], {}
+            for lane in tenant.lanes:
+                bound = bounds[tenant.tenant_id][lane.module]
+                if tenant.since(lane) == lookback_start:  # no success within the lookback: the count is exact
+                    lane.counted(bound, tenant.needed)
+                elif bound < tenant.needed:
+                    lane.verdict = f"at most {bound} new labeled traces < {tenant.needed}"
+                else:
+                    lanes.append(lane)
+                    since[lane.module] = tenant.since(lane)
+            if lanes:
+                undecided.append(UndecidedTenant(tenant, tuple(lanes), LaneCountRequest(since, min_confidence)))
+    return UpperBounds(tuple(undecided), unreachable)
+
+
+def count_exactly(
+    phoenix: PhoenixResource, undecided: Iterable[UndecidedTenant], deadline: float | None, resume_from: str | None
+) -> dict[str, str]:
+    """Stage 2, exact counts on a budget: each remaining lane counted since its own last success,
+    tenants in ``rotation`` order from ``resume_from``, until the ``deadline`` (``time.monotonic()``).
+    Returns the tenants whose Phoenix did not answer (tenant → error).
+
+    These counts are expensive for Phoenix (each has its own start), so a tick stops starting them
+    at the deadline; the lanes not reached get the verdict ``DEFERRED`` and the sensor's cursor
+    makes the next tick start with them.
+    """
+    by_endpoint: dict[str, dict[str, UndecidedTenant]] = {}
+    for item in undecided:
+        by_endpoint.setdefault(item.tenant.endpoint, {})[item.tenant.tenant_id] = item
+    unreachable: dict[str, str] = {}
+    for endpoint, tenants in by_endpoint.items():
+        order = rotation(tenants, resume_from)
+        requests = {tenant_id: tenants[tenant_id].request for tenant_id in order}
+        counts, errors = phoenix.for_tenant(endpoint or None).count_labeled_routing_spans_many(requests, deadline)
+        unreachable.update(errors)
+        for tenant_id in order:
+            if tenant_id in errors:
+                continue
+            item = tenants[tenant_id]
+            for lane in item.lanes:
+                if tenant_id in counts:
+                    lane.counted(counts[tenant_id][lane.module], item.tenant.needed)
+                else:
+                    lane.verdict = DEFERRED
+    return unreachable
+
+
 def evaluate_tenants(
     instance: dg.DagsterInstance,
     phoenix: PhoenixResource,
@@ -108,81 +264,20 @@ def evaluate_tenants(
     resume_from: str | None = None,
 ) -> tuple[list[LaneCheck], list[str]]:
     """Check every module of every tenant: the lanes that should run, and the tenants whose Phoenix
-    could not be reached. Storage and Phoenix are asked in batches, not once per tenant.
-
-    Phoenix counts in two stages. First, for each group of tenants that share an endpoint, a
-    lookback and a confidence threshold, one batched count since the group's lookback start: exact
-    for lanes never optimized within the lookback, an upper bound for the others, enough to rule
-    out lanes that cannot have enough new traces. Then an exact count, since its own last success,
-    for each remaining lane; with ``count_budget_s`` these stop once the budget is spent and go on
-    from tenant ``resume_from`` (tenant order) on the next tick, so a tick stays short however
-    many tenants there are. Deferred lanes get the verdict ``DEFERRED``.
+    could not be reached (``"tenant: error"``). Storage and Phoenix are asked in batches, not once
+    per tenant: ``due_lanes``, then ``count_upper_bounds`` (stage 1) and ``count_exactly``
+    (stage 2) with ``count_budget_s`` seconds from now, resuming at tenant ``resume_from``.
+    Every due lane of an unreachable tenant gets the verdict ``UNREACHABLE``.
     """
     deadline = time.monotonic() + count_budget_s if count_budget_s is not None else None
     last = last_successful_optimizations(instance, [config.tenant_id for config in configs])
-    checks: list[LaneCheck] = []
-    # {(endpoint, lookback start, min confidence): {tenant: (since per due module)}}
-    groups: dict[tuple[str, datetime, float], dict[str, dict[str, datetime]]] = {}
-    due_checks: dict[str, list[LaneCheck]] = {}
-    for config in configs:
-        tenant_checks = [LaneCheck(config.tenant_id, module, *last.get((config.tenant_id, module), (None, None))) for module in ROUTING_MODULES]
-        checks += tenant_checks
-        if not config.enable_auto_optimization:
-            for check in tenant_checks:
-                check.verdict = "auto-optimization disabled"
-            continue
-        interval = timedelta(seconds=config.optimization_interval_seconds)
-        lookback_start = now - timedelta(hours=config.phoenix_lookback_hours)
-        due = []
-        for check in tenant_checks:
-            if check.last_success is not None and now - check.last_success < interval:
-                remaining = interval - (now - check.last_success)
-                check.verdict = f"interval not passed ({int(remaining.total_seconds())}s left)"
-            else:
-                due.append(check)
-        if due:
-            since = {check.module: max(check.last_success, lookback_start) if check.last_success else lookback_start for check in due}
-            groups.setdefault((config.phoenix_endpoint or "", lookback_start, config.min_trace_confidence), {})[config.tenant_id] = since
-            due_checks[config.tenant_id] = due
-    thresholds = {config.tenant_id: config.min_samples_for_optimization for config in configs}
-
-    def decide(tenant_id: str, check: LaneCheck, count: int) -> None:
-        check.new_labeled = count
-        needed = thresholds[tenant_id]
-        check.verdict = "run" if count >= needed else f"{count} new labeled traces < {needed}"
-
-    unreachable: dict[str, str] = {}
-    exact: dict[str, dict[str, tuple[dict[str, datetime], float]]] = {}  # per endpoint, the second stage
-    for (endpoint, lookback_start, min_confidence), tenants in groups.items():
-        try:
-            bounds = phoenix.for_tenant(endpoint or None).count_labeled_routing_spans_since(tenants, ROUTING_MODULES, lookback_start, min_confidence)
-        except PhoenixUnavailable as error:
-            unreachable.update(dict.fromkeys(tenants, str(error)))
-            continue
-        for tenant_id, since in tenants.items():
-            for check in due_checks[tenant_id]:
-                bound = bounds[tenant_id][check.module]
-                if since[check.module] == lookback_start:
-                    decide(tenant_id, check, bound)
-                elif bound < thresholds[tenant_id]:
-                    check.verdict = f"at most {bound} new labeled traces < {thresholds[tenant_id]}"
-                else:
-                    exact.setdefault(endpoint, {}).setdefault(tenant_id, ({}, min_confidence))[0][check.module] = since[check.module]
-    for endpoint, requests in exact.items():
-        order = rotation(requests, resume_from)
-        counts, errors = phoenix.for_tenant(endpoint or None).count_labeled_routing_spans_many({tenant: requests[tenant] for tenant in order}, deadline)
-        unreachable.update(errors)
-        for tenant_id in order:
-            for check in due_checks[tenant_id]:
-                if check.module not in requests[tenant_id][0]:
-                    continue
-                if tenant_id in counts:
-                    decide(tenant_id, check, counts[tenant_id][check.module])
-                elif tenant_id not in errors:
-                    check.verdict = DEFERRED
-    for tenant_id in unreachable:
-        for check in due_checks[tenant_id]:
-            check.verdict = UNREACHABLE
+    checks, due = due_lanes(configs, last, now)
+    bounds = count_upper_bounds(phoenix, due)
+    unreachable = {**bounds.unreachable, **count_exactly(phoenix, bounds.undecided, deadline, resume_from)}
+    for tenant in due:
+        if tenant.tenant_id in unreachable:
+            for lane in tenant.lanes:
+                lane.verdict = UNREACHABLE
     return checks, [f"{tenant_id}: {message}" for tenant_id, message in unreachable.items()]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Iterator, Mapping
 from urllib.parse import quote
@@ -30,6 +31,16 @@ SPANS_PER_PAGE = 1000  # the most Phoenix's REST getSpans returns per page
 
 class PhoenixUnavailable(RuntimeError):
     """Phoenix could not be reached; callers decide whether to retry or skip."""
+
+
+@dataclass(frozen=True)
+class LaneCountRequest:
+    """What to count for one tenant: per module, its labeled routing spans since ``since[module]``
+    (``None``: all of them); a span without feedback counts as labeled when its answer succeeded
+    with confidence >= ``min_confidence`` (the tenant's ``min_trace_confidence``)."""
+
+    since: Mapping[str, datetime | None]
+    min_confidence: float
 
 
 class PhoenixResource(dg.ConfigurableResource):
@@ -145,24 +156,23 @@ class PhoenixResource(dg.ConfigurableResource):
     # ------------------------------------------------------------------ counting for sensors
 
     def count_labeled_routing_spans_many(
-        self, requests: Mapping[str, tuple[Mapping[str, datetime | None], float]], deadline: float | None = None
+        self, requests: Mapping[str, LaneCountRequest], deadline: float | None = None
     ) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
-        """Per tenant and module, the routing spans since ``since[module]`` that carry a label (a
-        feedback annotation, or a successful answer with confidence >= the tenant's threshold):
-        ``{tenant: (since, min_confidence)}`` → (counts per tenant, error per tenant whose request failed).
+        """Per tenant and module, the labeled routing spans each ``LaneCountRequest`` asks for:
+        ``{tenant: request}`` → (counts per tenant and module, error per tenant whose request failed).
 
         One aliased ``recordCount`` per tenant × module through GraphQL (the Phoenix client has no
-        count API), as many tenants per request as Phoenix's limit of ``GRAPHQL_MAX_ALIASES``
-        allows (12 with three modules). Each count has its own start time, so Phoenix runs one SQL
-        query per count: about 15 ms each on SQLite. A failed request costs only its own tenants.
-        With a ``deadline`` (``time.monotonic()``), no request starts after it once one has been
-        made: tenants in neither result were not counted.
+        count API), as many tenants per request as Phoenix's ``GRAPHQL_MAX_ALIASES`` allows. Each
+        count has its own start time, so Phoenix cannot share work between them: this is the
+        expensive count, for the lanes a cheaper bound could not decide. A failed request costs
+        only its own tenants. With a ``deadline`` (``time.monotonic()``), no request starts after
+        it once one has been made: tenants in neither result were not counted.
         """
         counts: dict[str, dict[str, int]] = {}
         errors: dict[str, str] = {}
         tenants = list(requests)
-        modules = max((len(since) for since, _ in requests.values()), default=1)
-        per_request = max(1, GRAPHQL_MAX_ALIASES // (modules + 1))
+        modules = max((len(request.since) for request in requests.values()), default=1)
+        per_request = max(1, GRAPHQL_MAX_ALIASES // (modules + 1))  # + 1: the project lookup's alias
         for start in range(0, len(tenants), per_request):
             if deadline is not None and start and time.monotonic() > deadline:
                 break
@@ -179,18 +189,23 @@ class PhoenixResource(dg.ConfigurableResource):
         """Per tenant and module, the labeled routing spans since one moment shared by all tenants.
 
         Counts that share a time range and a filter are one SQL query in Phoenix whatever the
-        number of projects, so this reads every tenant project in one request per
-        ``PROJECTS_PER_PAGE`` projects (about 1 ms per tenant): the sensor's cheap first stage.
+        number of projects, so this reads the tenant projects a page of ``PROJECTS_PER_PAGE`` at a
+        time and the cost barely grows with the number of tenants: the sensor's cheap first stage.
         Raises ``PhoenixUnavailable``.
         """
         wanted = {self.project_name(tenant_id): tenant_id for tenant_id in tenant_ids}
         modules = list(modules)
-        fields = " ".join(self._labeled_count(f"m{index}", module, since, min_trace_confidence) for index, module in enumerate(modules))
+        fields = " ".join(
+            self._labeled_count(f"m{index}", module, since, min_trace_confidence)
+            for index, module in enumerate(modules)
+        )
         query = (
-            "query($prefix: String!, $after: String) { projects(first: %d, after: $after, filter: {col: name, value: $prefix}) "
+            "query($prefix: String!, $after: String) { "
+            "projects(first: %d, after: $after, filter: {col: name, value: $prefix}) "
             "{ pageInfo { hasNextPage endCursor } edges { node { name %s } } } }" % (PROJECTS_PER_PAGE, fields)
         )
-        counts = {tenant_id: dict.fromkeys(modules, 0) for tenant_id in wanted.values()}  # no project yet: nothing emitted
+        # No project yet: the tenant has emitted nothing.
+        counts = {tenant_id: dict.fromkeys(modules, 0) for tenant_id in wanted.values()}
         after = None
         while wanted:
             page = self._graphql(query, {"prefix": self.project_prefix, "after": after})["projects"]
@@ -231,17 +246,22 @@ class PhoenixResource(dg.ConfigurableResource):
             raise PhoenixUnavailable(f"Phoenix rejected the count query: {payload['errors'][0].get('message')}")
         return payload.get("data") or {}
 
-    def _count_chunk(self, requests: Mapping[str, tuple[Mapping[str, datetime | None], float]]) -> dict[str, dict[str, int]]:
+    def _count_chunk(self, requests: Mapping[str, LaneCountRequest]) -> dict[str, dict[str, int]]:
         projects, variables = [], {}
-        for t_index, (tenant_id, (since, min_confidence)) in enumerate(requests.items()):
-            fields = [self._labeled_count(f"m{m_index}", module, moment, min_confidence) for m_index, (module, moment) in enumerate(since.items())]
+        for t_index, (tenant_id, request) in enumerate(requests.items()):
+            fields = [
+                self._labeled_count(f"m{m_index}", module, moment, request.min_confidence)
+                for m_index, (module, moment) in enumerate(request.since.items())
+            ]
             variables[f"p{t_index}"] = self.project_name(tenant_id)
             projects.append(f"t{t_index}: getProjectByName(name: $p{t_index}) {{ {' '.join(fields)} }}")
         declarations = ", ".join(f"${name}: String!" for name in variables)
         data = self._graphql(f"query({declarations}) {{ {' '.join(projects)} }}", variables)
         counts = {}
-        for t_index, (tenant_id, (since, _)) in enumerate(requests.items()):
+        for t_index, (tenant_id, request) in enumerate(requests.items()):
             project = data.get(f"t{t_index}")
             # No project: the tenant has not emitted anything yet.
-            counts[tenant_id] = {module: int(project[f"m{m_index}"]) if project else 0 for m_index, module in enumerate(since)}
+            counts[tenant_id] = {
+                module: int(project[f"m{m_index}"]) if project else 0 for m_index, module in enumerate(request.since)
+            }
         return counts

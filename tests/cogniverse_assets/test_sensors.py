@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from cogniverse_resources.config_store import ConfigStoreResource
-from cogniverse_resources.phoenix import PhoenixResource
+from cogniverse_resources.phoenix import LaneCountRequest, PhoenixResource
 from cogniverse_resources.stack import free_port
 from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets import sensors
@@ -155,7 +155,7 @@ def test_many_tenants_are_counted_in_batched_phoenix_requests(tenant_env):
     since = {"modality": None, "cross_modal": None, "routing": None}
     # More tenants than fit in one request (Phoenix allows 50 aliases per query), most without a project.
     absent = [f"batch-absent-{index}" for index in range(40)]
-    requests = {tenant: (since, 0.7) for tenant in [*absent[:20], busy, quiet, silent, *absent[20:]]}
+    requests = {tenant: LaneCountRequest(since, 0.7) for tenant in [*absent[:20], busy, quiet, silent, *absent[20:]]}
     counts, errors = tenant_env.phoenix.count_labeled_routing_spans_many(requests)
     assert errors == {}
     assert counts[busy] == {"modality": 3, "cross_modal": 0, "routing": 0}
