@@ -47,7 +47,8 @@ config = open_config_store().get(tenant)
 started = time.perf_counter()
 spans = 0
 for spec in ROUTING_MODULES.values():
-    figures = ingest_routing_traces(PhoenixResource(endpoint=endpoint, timeout_s=300), ArtifactStore(root=artifacts), spec, config)
+    phoenix = PhoenixResource.from_env(endpoint=endpoint, timeout_s=300)
+    figures = ingest_routing_traces(phoenix, ArtifactStore(root=artifacts), spec, config)
     spans += figures["fetched_spans"]
 print(json.dumps({"seconds": time.perf_counter() - started, "spans": spans,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -80,7 +81,7 @@ from datetime import datetime, timedelta, timezone
 from cogniverse_resources.phoenix import PhoenixResource
 from cogniverse_assets.modules.registry import ROUTING_MODULES
 endpoint, tenant = sys.argv[1:3]
-phoenix = PhoenixResource(endpoint=endpoint, timeout_s=300)
+phoenix = PhoenixResource.from_env(endpoint=endpoint, timeout_s=300)
 now = datetime.now(timezone.utc)
 started = time.perf_counter()
 spans = 0

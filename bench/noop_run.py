@@ -52,7 +52,9 @@ def main() -> int:
         config_store = ConfigStoreResource(url=f"sqlite://{root}/config.sqlite")
         config_store.store().add(TENANT, use_synthetic_data=False)
         artifacts = ArtifactStore(root=str(root / "artifacts"))
-        dead_lm = LanguageModelResource(student_api_base=f"http://127.0.0.1:{stack.free_port()}/v1", num_retries=0)
+        dead_lm = LanguageModelResource.from_env(
+            student_api_base=f"http://127.0.0.1:{stack.free_port()}/v1", num_retries=0
+        )
         resources = {"phoenix": phoenix, "config_store": config_store, "artifacts": artifacts, "lm": dead_lm,
                      "content": ContentBackendResource(vespa_url=""), "dspy_module_io_manager": DSPyModuleIOManager(root=artifacts.root)}
         emit_traffic(phoenix, TENANT, n=45, feedback_rate=1.0, seed=5, progress=False, modules=["modality"])

@@ -52,7 +52,7 @@ def main() -> int:
     service.start()
     os.environ["COGNIVERSE_LM_PORT"] = str(port)
     try:
-        resource = LanguageModelResource()
+        resource = LanguageModelResource.from_env()
         lm, adapter = resource.student(), resource.adapter()
         pool = pd.DataFrame(load_queries("train")).rename(columns={"modality": "label"})
         held_out = pd.DataFrame(load_queries("eval")).rename(columns={"modality": "label"})

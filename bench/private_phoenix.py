@@ -18,6 +18,6 @@ def private_phoenix(prefix: str, root: Path | None = None) -> Iterator[tuple[Pat
     service = stack.phoenix_service(working_dir=root / "phoenix", port=port, grpc_port=grpc_port, directory=root)
     service.start()
     try:
-        yield root, PhoenixResource(endpoint=stack.phoenix_url(port))
+        yield root, PhoenixResource.from_env(endpoint=stack.phoenix_url(port))
     finally:
         service.stop()

@@ -10,8 +10,9 @@
 Where runs are launched and stored (``K8sRunLauncher``, Postgres) is the instance's business
 (``dagster.yaml``, written by the Helm chart in ``deploy/``), not the code's.
 
-Resource settings read from the environment are passed as ``dg.EnvVar``: the Dagster UI then shows
-the variable's name, never its value (LM keys, store URLs with passwords).
+Resource settings read from the environment (which variable sets which field:
+``cogniverse_resources.settings.RESOURCE_ENV``) are passed as ``dg.EnvVar``: the Dagster UI then
+shows the variable's name, never its value (LM keys, store URLs with passwords).
 """
 
 import os
@@ -20,6 +21,7 @@ from typing import Mapping
 import dagster as dg
 from dagster_k8s import k8s_job_executor
 
+from cogniverse_resources import settings
 from cogniverse_resources.artifacts import ArtifactStore, DSPyModuleIOManager
 from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_resources.content import ContentBackendResource
@@ -71,29 +73,20 @@ def check_k8s_environment(environ: Mapping[str, str] = os.environ) -> None:
         raise DeploymentError(f"{DEPLOYMENT_ENV}=k8s: " + "; ".join(problems))
 
 
-def _from_env(environ: Mapping[str, str], **fields: str) -> dict:
-    """``{field: dg.EnvVar(variable)}`` for each variable that is set; the others keep their defaults."""
-    return {field: dg.EnvVar(variable) for field, variable in fields.items() if environ.get(variable)}
-
-
 def resources(environ: Mapping[str, str] = os.environ) -> dict:
-    artifacts_root = _from_env(environ, root="COGNIVERSE_ARTIFACTS_URL")
-    phoenix_variable = "PHOENIX_ENDPOINT" if environ.get("PHOENIX_ENDPOINT") else "PHOENIX_COLLECTOR_ENDPOINT"
+    """Every resource, with ``dg.EnvVar(name)`` for each of its variables that is set in ``environ``;
+    the others keep the resource's embedded defaults."""
+
+    def configured(resource: type) -> dg.ConfigurableResource | dg.ConfigurableIOManager:
+        return resource(**settings.env_vars(resource, environ))
+
     return {
-        "config_store": ConfigStoreResource(**_from_env(environ, url="CONFIG_STORE_URL")),
-        "phoenix": PhoenixResource(**_from_env(environ, endpoint=phoenix_variable, api_key="PHOENIX_API_KEY")),
-        "lm": LanguageModelResource(**_from_env(
-            environ,
-            student_model="ROUTER_OPTIMIZER_STUDENT_MODEL",
-            student_api_base="ROUTER_OPTIMIZER_STUDENT_API_BASE",
-            student_api_key="ROUTER_OPTIMIZER_STUDENT_KEY",
-            teacher_model="ROUTER_OPTIMIZER_TEACHER_MODEL",
-            teacher_api_base="ROUTER_OPTIMIZER_TEACHER_API_BASE",
-            teacher_api_key="ROUTER_OPTIMIZER_TEACHER_KEY",
-        )),
-        "content": ContentBackendResource(**_from_env(environ, vespa_url="VESPA_URL")),
-        "artifacts": ArtifactStore(**artifacts_root),
-        "dspy_module_io_manager": DSPyModuleIOManager(**artifacts_root),
+        "config_store": configured(ConfigStoreResource),
+        "phoenix": configured(PhoenixResource),
+        "lm": configured(LanguageModelResource),
+        "content": configured(ContentBackendResource),
+        "artifacts": configured(ArtifactStore),
+        "dspy_module_io_manager": configured(DSPyModuleIOManager),
     }
 
 

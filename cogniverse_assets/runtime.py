@@ -53,8 +53,9 @@ def load_router(
     """The tenant's deployed router for ``module`` (``Router.is_fallback`` when none is deployed)."""
     validate_tenant_id(tenant_id)
     spec = get_module(module)
-    lm = lm or LanguageModelResource()
-    version, program = deployed_program(store or open_config_store(), artifacts or ArtifactStore(), tenant_id, spec)
+    lm = lm or LanguageModelResource.from_env()
+    store = store or open_config_store()
+    version, program = deployed_program(store, artifacts or ArtifactStore.from_env(), tenant_id, spec)
     return Router(tenant_id, spec, program, version, lm.student(), lm.adapter())
 
 

@@ -12,18 +12,21 @@ import json
 import os
 import uuid
 from pathlib import Path
+from typing import Mapping
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 from upath import UPath
 
+from cogniverse_resources import settings
 from cogniverse_resources.paths import data_dir
 from cogniverse_resources.tenant import validate_tenant_id
 
 
-def default_artifacts_root() -> str:
-    return os.environ.get("COGNIVERSE_ARTIFACTS_URL") or str(data_dir() / "artifacts")
+def local_artifacts_root() -> str:
+    """The embedded default: ``artifacts`` in the data folder (``COGNIVERSE_DATA_DIR``, read now)."""
+    return str(data_dir() / "artifacts")
 
 
 def write_bytes_atomic(path: UPath, payload: bytes) -> None:
@@ -52,7 +55,14 @@ def _check_segments(parts: tuple[str, ...]) -> None:
 class ArtifactStore(dg.ConfigurableResource):
     """Root folder/bucket for everything the pipeline produces, laid out ``<tenant>/<module>/...``."""
 
-    root: str = Field(default_factory=default_artifacts_root, description="local path, s3://bucket/prefix or gs://bucket/prefix")
+    root: str = Field(
+        default_factory=local_artifacts_root, description="local path, s3://bucket/prefix or gs://bucket/prefix"
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "ArtifactStore":
+        """The store the environment names (``settings.RESOURCE_ENV``); ``overrides`` win."""
+        return settings.from_env(cls, environ, **overrides)
 
     def path(self, tenant_id: str, *parts: str) -> UPath:
         _check_segments(parts)
@@ -111,7 +121,7 @@ class DSPyModuleIOManager(dg.ConfigurableIOManager):
     turns them back into programs.
     """
 
-    root: str = Field(default_factory=default_artifacts_root)
+    root: str = Field(default_factory=local_artifacts_root)
 
     def _store(self) -> ArtifactStore:
         return ArtifactStore(root=self.root)

@@ -15,11 +15,13 @@ from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Mapping
 from urllib.parse import urlparse
 
 import dagster as dg
 from pydantic import Field
 
+from cogniverse_resources import settings
 from cogniverse_resources.paths import data_dir
 from cogniverse_resources.tenant import RoutingConfig, validate_tenant_id
 
@@ -209,8 +211,10 @@ def default_store_path() -> Path:
 
 
 def open_config_store(url: str | None = None) -> TenantConfigStore:
-    """The store named by ``url`` or ``CONFIG_STORE_URL``; SQLite under the data folder if neither."""
-    url = url if url is not None else os.environ.get("CONFIG_STORE_URL", "")
+    """The store named by ``url``, else by the environment (``ConfigStoreResource.from_env()``);
+    SQLite under the data folder if neither names one."""
+    if url is None:
+        return ConfigStoreResource.from_env().store()
     if not url:
         return SQLiteConfigStore(default_store_path())
     scheme = urlparse(url).scheme
@@ -229,7 +233,12 @@ def dump_config(config: RoutingConfig) -> str:
 class ConfigStoreResource(dg.ConfigurableResource):
     """Dagster handle on the tenant config store (``CONFIG_STORE_URL``; SQLite if unset)."""
 
-    url: str = Field(default_factory=lambda: os.environ.get("CONFIG_STORE_URL", ""), description="redis://... or sqlite:///...; empty = embedded SQLite")
+    url: str = Field(default="", description="redis://... or sqlite:///...; empty = embedded SQLite")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "ConfigStoreResource":
+        """The store the environment names (``settings.RESOURCE_ENV``); ``overrides`` win."""
+        return settings.from_env(cls, environ, **overrides)
 
     def store(self) -> TenantConfigStore:
         return open_config_store(self.url)

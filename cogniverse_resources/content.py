@@ -8,13 +8,13 @@ different slice of the corpus.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from typing import Mapping
 from urllib.parse import urlparse
 
 import dagster as dg
@@ -22,6 +22,7 @@ from pydantic import Field
 from vespa.application import Vespa
 from vespa.exceptions import VespaError
 
+from cogniverse_resources import settings
 from cogniverse_resources.trace_contract import MODALITIES
 
 DEFAULT_FIELD_MAP: dict[str, str] = {
@@ -272,26 +273,20 @@ def _as_tags(value: object) -> tuple[str, ...]:
     return tuple(str(tag) for tag in value)
 
 
-def _field_map_from_env() -> dict[str, str]:
-    raw = os.environ.get("VESPA_FIELD_MAP", "").strip()
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"VESPA_FIELD_MAP is not valid JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise ValueError('VESPA_FIELD_MAP must be a JSON object, e.g. {"title": "headline"}')
-    return {str(key): str(field) for key, field in value.items()}
-
-
 class ContentBackendResource(dg.ConfigurableResource):
     """Dagster handle on the content backend: Vespa when ``VESPA_URL`` is set, else the bundled catalog."""
 
-    vespa_url: str = Field(default_factory=lambda: os.environ.get("VESPA_URL", ""), description="e.g. http://vespa:8080; empty = bundled catalog")
-    vespa_schema: str = Field(default_factory=lambda: os.environ.get("VESPA_SCHEMA", "content"), description="Vespa schema (document type) holding the content")
-    vespa_rank_profile: str = Field(default_factory=lambda: os.environ.get("VESPA_RANK_PROFILE", "random"), description="rank profile with a random first phase")
-    vespa_field_map: dict[str, str] = Field(default_factory=_field_map_from_env, description="our field name -> Vespa field name; empty = same names")
+    vespa_url: str = Field(default="", description="e.g. http://vespa:8080; empty = bundled catalog")
+    vespa_schema: str = Field(default="content", description="Vespa schema (document type) holding the content")
+    vespa_rank_profile: str = Field(default="random", description="rank profile with a random first phase")
+    vespa_field_map: dict[str, str] = Field(
+        default_factory=dict, description="our field name -> Vespa field name; empty = same names"
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "ContentBackendResource":
+        """The backend the environment names (``settings.RESOURCE_ENV``); ``overrides`` win."""
+        return settings.from_env(cls, environ, **overrides)
 
     def backend(self) -> ContentBackend:
         if self.vespa_url:

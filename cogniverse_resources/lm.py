@@ -6,7 +6,9 @@ Two roles, each one LiteLLM model string, swapped by environment variables witho
 - teacher (``ROUTER_OPTIMIZER_TEACHER_MODEL`` / ``_KEY`` / ``_API_BASE``): bootstraps demos, proposes
   instructions (MIPROv2), reflects (GEPA), writes synthetic queries. Defaults to the student.
 
-Unset, both are the embedded local model served by the stack (``cogniverse stack up``). The local
+Unset, both are the embedded local model served by the stack (``cogniverse stack up``). Which variable
+sets which field is ``cogniverse_resources.settings.RESOURCE_ENV``; ``LanguageModelResource.from_env()``
+reads them, ``LanguageModelResource()`` is the local model whatever the environment says. The local
 model is small, so its answers are constrained by llama.cpp to the JSON schema derived from each
 DSPy signature (``LlamaCppJSONAdapter``): with Literal output types an answer always parses and
 always names a canonical label. Hosted models use DSPy's ``JSONAdapter`` (native structured output).
@@ -15,6 +17,7 @@ always names a canonical label. Hosted models use DSPy's ``JSONAdapter`` (native
 from __future__ import annotations
 
 import os
+from typing import Mapping
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm must not fetch a price map
 
@@ -23,6 +26,7 @@ import dspy
 from dspy.adapters.json_adapter import _get_structured_outputs_response_format
 from pydantic import Field
 
+from cogniverse_resources import settings
 from cogniverse_resources.stack import LOCAL_MODEL_ALIAS, local_lm_api_base
 
 LOCAL_MODEL = f"openai/{LOCAL_MODEL_ALIAS}"
@@ -41,22 +45,24 @@ class LlamaCppJSONAdapter(dspy.JSONAdapter):
         lm_kwargs["response_format"] = {"type": "json_object", "schema": schema}
 
 
-def _env(role: str, suffix: str) -> str | None:
-    return os.environ.get(f"ROUTER_OPTIMIZER_{role}_{suffix}") or None
-
-
 class LanguageModelResource(dg.ConfigurableResource):
     """Student and teacher LMs by LiteLLM model string; local llama.cpp server when unset."""
 
-    student_model: str = Field(default_factory=lambda: _env("STUDENT", "MODEL") or LOCAL_MODEL)
-    student_api_base: str | None = Field(default_factory=lambda: _env("STUDENT", "API_BASE"))
-    student_api_key: str | None = Field(default_factory=lambda: _env("STUDENT", "KEY"))
-    teacher_model: str | None = Field(default_factory=lambda: _env("TEACHER", "MODEL"))
-    teacher_api_base: str | None = Field(default_factory=lambda: _env("TEACHER", "API_BASE"))
-    teacher_api_key: str | None = Field(default_factory=lambda: _env("TEACHER", "KEY"))
+    student_model: str = LOCAL_MODEL
+    # Unset with the local model: the stack's server (``COGNIVERSE_LM_PORT``), looked up when an LM is built.
+    student_api_base: str | None = None
+    student_api_key: str | None = None
+    teacher_model: str | None = Field(default=None, description="unset: the student")
+    teacher_api_base: str | None = None
+    teacher_api_key: str | None = None
     max_tokens: int = 256
     temperature: float = 0.0
     num_retries: int = 3
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "LanguageModelResource":
+        """The LMs the environment names (``settings.RESOURCE_ENV``); ``overrides`` win."""
+        return settings.from_env(cls, environ, **overrides)
 
     def _build(self, model: str, api_base: str | None, api_key: str | None, **overrides) -> dspy.LM:
         local = model == LOCAL_MODEL

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,12 +14,9 @@ import httpx
 from phoenix.client import Client
 from pydantic import Field
 
+from cogniverse_resources import settings
 from cogniverse_resources import trace_contract as tc
 from cogniverse_resources.stack import phoenix_url
-
-
-def default_phoenix_endpoint() -> str:
-    return os.environ.get("PHOENIX_ENDPOINT") or os.environ.get("PHOENIX_COLLECTOR_ENDPOINT") or phoenix_url()
 
 
 # Phoenix rejects GraphQL queries with more aliased fields than this.
@@ -46,10 +42,16 @@ class LaneCountRequest:
 class PhoenixResource(dg.ConfigurableResource):
     """A Phoenix server (embedded ``phoenix serve`` locally, a shared deployment in production)."""
 
-    endpoint: str = Field(default_factory=default_phoenix_endpoint, description="Phoenix base URL")
-    project_prefix: str = Field(default_factory=tc.project_prefix, description="Project name = prefix + tenant id")
-    api_key: str | None = Field(default_factory=lambda: os.environ.get("PHOENIX_API_KEY"), description="Phoenix API key")
+    # The embedded default is the stack's Phoenix (``PHOENIX_PORT``), looked up when the resource is built.
+    endpoint: str = Field(default_factory=lambda: phoenix_url(), description="Phoenix base URL")
+    project_prefix: str = Field(default=tc.DEFAULT_PROJECT_PREFIX, description="Project name = prefix + tenant id")
+    api_key: str | None = Field(default=None, description="Phoenix API key")
     timeout_s: int = 30
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> "PhoenixResource":
+        """The Phoenix the environment names (``settings.RESOURCE_ENV``); ``overrides`` win."""
+        return settings.from_env(cls, environ, **overrides)
 
     def for_tenant(self, phoenix_endpoint: str | None) -> "PhoenixResource":
         """This Phoenix, or the tenant's own one when its config names an endpoint."""

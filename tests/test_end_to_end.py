@@ -32,7 +32,7 @@ def _sabotaged_version(artifacts, tenant):
 def test_closed_loop_through_the_daemon(phoenix, local_lm, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CONFIG_STORE_URL", f"sqlite://{tmp_path}/config.sqlite")
     monkeypatch.setenv("COGNIVERSE_ARTIFACTS_URL", str(tmp_path / "artifacts"))
-    store, artifacts = open_config_store(), ArtifactStore()
+    store, artifacts = open_config_store(), ArtifactStore.from_env()
     store.add("e2e-a", min_samples_for_optimization=25, optimization_interval_seconds=60, use_synthetic_data=False, max_training_iterations=10)
     store.add("e2e-b", enable_auto_optimization=False)
     _sabotaged_version(artifacts, "e2e-a")

@@ -53,7 +53,7 @@ def cmd_deployments(args: argparse.Namespace) -> int:
         raise CliError(f"{args.tenant}/{args.module} already runs {current}")
     if target != UNOPTIMIZED_VERSION:
         # The version must exist before the pointer moves.
-        load_module_payload(ArtifactStore(), args.tenant, args.module, target)
+        load_module_payload(ArtifactStore.from_env(), args.tenant, args.module, target)
     record = store.record_deployment(DeploymentRecord(
         tenant_id=args.tenant, module=args.module, version=target, action="rollback",
         actor=os.environ.get("USER", "cli"), reason=args.reason or "manual rollback", previous_version=current,

@@ -63,7 +63,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.baseline:
         from cogniverse_resources.lm import LanguageModelResource
 
-        lm = LanguageModelResource()
+        lm = LanguageModelResource.from_env()
         router = Router(args.tenant or "-", spec, spec.program(), UNOPTIMIZED_VERSION, lm.student(), lm.adapter())
     else:
         if not args.tenant:

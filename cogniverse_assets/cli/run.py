@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     stack_up(with_lm=not args.no_lm)
     store = open_config_store()
-    phoenix = PhoenixResource()
+    phoenix = PhoenixResource.from_env()
     dagster = None
     try:
         for tenant_id in DEMO_TENANTS:
@@ -115,7 +115,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     stack_up(with_lm=True)
-    store, artifacts, phoenix = open_config_store(), ArtifactStore(), PhoenixResource()
+    store, artifacts, phoenix = open_config_store(), ArtifactStore.from_env(), PhoenixResource.from_env()
     settings = {"acme": {"use_synthetic_data": True}, "globex": {"use_synthetic_data": False}}
     for tenant_id, extra in settings.items():
         values = {

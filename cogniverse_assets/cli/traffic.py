@@ -42,7 +42,7 @@ def cmd_traffic(args: argparse.Namespace) -> int:
 
     store = open_config_store()
     config = store.get(args.tenant)  # unknown tenants are an error, not a silently created project
-    phoenix = PhoenixResource().for_tenant(config.phoenix_endpoint)
+    phoenix = PhoenixResource.from_env().for_tenant(config.phoenix_endpoint)
     if not phoenix.healthy():
         raise CliError(f"Phoenix is not reachable at {phoenix.endpoint} (start it with `cogniverse stack up`)")
     report = emit_traffic(
@@ -79,7 +79,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     label = router.spec.label_of(prediction)
     span_id = None
     if not args.no_trace:
-        tracer = RoutingTracer(PhoenixResource().for_tenant(config.phoenix_endpoint), args.tenant)
+        tracer = RoutingTracer(PhoenixResource.from_env().for_tenant(config.phoenix_endpoint), args.tenant)
         span_id = tracer.record(RoutingDecision(
             module=args.module, query=args.query, label=label, confidence=0.8, processing_time_ms=elapsed_ms,
             module_version=router.version, detected_modalities=row["detected_modalities"], entities=row["entities"],

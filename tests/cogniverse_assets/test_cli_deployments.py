@@ -15,7 +15,7 @@ def store(tmp_path, monkeypatch):
     monkeypatch.setenv("COGNIVERSE_ARTIFACTS_URL", str(tmp_path / "artifacts"))
     store = open_config_store()
     store.add("acme")
-    artifacts = ArtifactStore()
+    artifacts = ArtifactStore.from_env()
     for version in ("v1", "v2"):
         artifacts.write_json(artifacts.path("acme", "modality", "modules", f"{version}.json"), {"version": version, "state": {}})
     for version, previous in (("v1", "unoptimized"), ("v2", "v1")):

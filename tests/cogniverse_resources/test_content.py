@@ -315,7 +315,7 @@ def test_vespa_closed_port_raises_one_line_without_credentials():
 def test_resource_uses_catalog_without_vespa_url(monkeypatch):
     monkeypatch.delenv("VESPA_URL", raising=False)
     monkeypatch.delenv("VESPA_FIELD_MAP", raising=False)
-    resource = ContentBackendResource()
+    resource = ContentBackendResource.from_env()
     assert resource.vespa_url == "" and resource.vespa_schema == "content" and resource.vespa_rank_profile == "random"
     assert resource.vespa_field_map == {}
     assert isinstance(resource.backend(), CatalogContentBackend)
@@ -327,7 +327,7 @@ def test_resource_uses_vespa_from_environment(monkeypatch, fake_vespa):
     monkeypatch.setenv("VESPA_RANK_PROFILE", "shuffle")
     monkeypatch.setenv("VESPA_FIELD_MAP", json.dumps({"title": "headline"}))
     fake_vespa.payload = vespa_result([vespa_hit("a1", id="a1", headline="Interview", modality="audio")])
-    backend = ContentBackendResource().backend()
+    backend = ContentBackendResource.from_env().backend()
     assert isinstance(backend, VespaContentBackend)
     assert backend.field_map["title"] == "headline" and backend.field_map["modality"] == "modality"
     assert [(item.id, item.title) for item in backend.sample(4)] == [("a1", "Interview")]
@@ -338,4 +338,4 @@ def test_resource_uses_vespa_from_environment(monkeypatch, fake_vespa):
 def test_resource_rejects_a_malformed_field_map(monkeypatch):
     monkeypatch.setenv("VESPA_FIELD_MAP", "[1, 2]")
     with pytest.raises(ValueError, match="VESPA_FIELD_MAP"):
-        ContentBackendResource()
+        ContentBackendResource.from_env()

@@ -23,12 +23,12 @@ def test_adapter_sends_the_signature_schema_in_llama_cpp_form(spec):
 
 
 def test_models_are_chosen_by_environment(monkeypatch):
-    assert LanguageModelResource().student_model == LOCAL_MODEL
-    assert LanguageModelResource().is_local()
+    assert LanguageModelResource.from_env().student_model == LOCAL_MODEL
+    assert LanguageModelResource.from_env().is_local()
     monkeypatch.setenv("ROUTER_OPTIMIZER_STUDENT_MODEL", "anthropic/claude-x")
     monkeypatch.setenv("ROUTER_OPTIMIZER_TEACHER_MODEL", "openai/gpt-x")
     monkeypatch.setenv("ROUTER_OPTIMIZER_TEACHER_KEY", "sk-test")
-    resource = LanguageModelResource()
+    resource = LanguageModelResource.from_env()
     assert not resource.is_local() and isinstance(resource.adapter(), dspy.JSONAdapter)
     assert resource.student().model == "anthropic/claude-x"
     teacher = resource.teacher()
@@ -38,7 +38,7 @@ def test_models_are_chosen_by_environment(monkeypatch):
 @pytest.mark.lm
 def test_local_lm_answers_always_parse_to_canonical_labels(local_lm):
     """Real llama.cpp server: every module, schema-enforced JSON, zero parse failures."""
-    resource = LanguageModelResource()
+    resource = LanguageModelResource.from_env()
     rows = load_queries("train")[:6]
     with dspy.context(lm=resource.student(), adapter=resource.adapter()):
         for spec in ROUTING_MODULES.values():
