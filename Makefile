@@ -15,7 +15,10 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 run: install
 	$(VENV)/bin/cogniverse run
 
+# ruff first: a lint or format finding fails the test command (and so CI) before the slow suite.
 test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest
 
 demo: install
