@@ -4,7 +4,8 @@ that start them, and the resources at the edge, configured for the deployment na
 
 import dagster as dg
 
-from cogniverse_assets.assets.evaluation import deployment_assets, evaluation_assets, promotion_gate_checks
+from cogniverse_assets.assets.deployment import deployment_assets
+from cogniverse_assets.assets.evaluation import evaluation_assets
 from cogniverse_assets.assets.optimization_plan import optimization_plan_assets
 from cogniverse_assets.assets.optimizer_meta_model import optimizer_meta_model
 from cogniverse_assets.assets.routing_traces import routing_traces_assets
@@ -13,6 +14,7 @@ from cogniverse_assets.assets.trained_module import trained_module_assets
 from cogniverse_assets.assets.training_set import training_set_assets
 from cogniverse_assets.deployment import for_environment
 from cogniverse_assets.jobs import optimize_tenant
+from cogniverse_assets.meta_model_sensor import meta_model_sensor
 from cogniverse_assets.sensors import lane_failure_sensor, tenant_discovery_sensor, trace_threshold_sensor
 
 DEPLOYMENT, RESOURCES, EXECUTOR = for_environment()
@@ -28,9 +30,8 @@ defs = dg.Definitions(
         *evaluation_assets,
         *deployment_assets,
     ],
-    asset_checks=promotion_gate_checks,
     jobs=[optimize_tenant],
-    sensors=[tenant_discovery_sensor, trace_threshold_sensor, lane_failure_sensor],
+    sensors=[tenant_discovery_sensor, trace_threshold_sensor, lane_failure_sensor, meta_model_sensor],
     resources=RESOURCES,
     executor=EXECUTOR,
 )

@@ -8,9 +8,8 @@ import dagster as dg
 import pytest
 from dagster._serdes import serialize_value
 
-from tests.conftest import private_redis
-from cogniverse_resources.config_store import open_config_store
-from cogniverse_assets.assets.evaluation import deployment_assets, evaluation_assets
+from cogniverse_assets.assets.deployment import deployment_assets
+from cogniverse_assets.assets.evaluation import evaluation_assets
 from cogniverse_assets.assets.optimization_plan import optimization_plan_assets
 from cogniverse_assets.assets.routing_traces import routing_traces_assets
 from cogniverse_assets.assets.synthetic_examples import synthetic_examples_assets
@@ -19,6 +18,8 @@ from cogniverse_assets.assets.training_set import training_set_assets
 from cogniverse_assets.deployment import resources
 from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets.traffic import emit_traffic
+from cogniverse_resources.config_store import open_config_store
+from tests.conftest import private_redis
 
 pytestmark = pytest.mark.lm
 
@@ -28,8 +29,18 @@ SECRETS = {
     "PHOENIX_API_KEY": "phx-4Kd8SECRET",
 }
 REDIS_PASSWORD = "redis-pw-9Zt1SECRET"
-LANE = [group[0] for group in (routing_traces_assets, synthetic_examples_assets, training_set_assets, optimization_plan_assets,
-                               trained_module_assets, evaluation_assets, deployment_assets)]
+LANE = [
+    group[0]
+    for group in (
+        routing_traces_assets,
+        synthetic_examples_assets,
+        training_set_assets,
+        optimization_plan_assets,
+        trained_module_assets,
+        evaluation_assets,
+        deployment_assets,
+    )
+]
 
 
 @pytest.fixture
@@ -38,7 +49,9 @@ def redis_with_password(tmp_path):
         yield url
 
 
-def test_no_secret_in_logs_metadata_or_artifacts(phoenix, local_lm, redis_with_password, tmp_path, monkeypatch, caplog, capfd):
+def test_no_secret_in_logs_metadata_or_artifacts(
+    phoenix, local_lm, redis_with_password, tmp_path, monkeypatch, caplog, capfd
+):
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("CONFIG_STORE_URL", redis_with_password)
@@ -46,7 +59,9 @@ def test_no_secret_in_logs_metadata_or_artifacts(phoenix, local_lm, redis_with_p
     caplog.set_level(logging.DEBUG)
     built = resources()
     tenant = "secrets-a"
-    open_config_store().add(tenant, use_synthetic_data=False, preferred_optimizer="bootstrap", max_training_iterations=10)
+    open_config_store().add(
+        tenant, use_synthetic_data=False, preferred_optimizer="bootstrap", max_training_iterations=10
+    )
     emit_traffic(phoenix, tenant, n=40, feedback_rate=1.0, accuracy=0.75, seed=51, progress=False, modules=["modality"])
 
     (tmp_path / "dagster").mkdir()
@@ -65,8 +80,14 @@ def test_no_secret_in_logs_metadata_or_artifacts(phoenix, local_lm, redis_with_p
     surfaces["python logs"] = "\n".join(f"{record.name} {record.getMessage()}" for record in caplog.records)
     captured = capfd.readouterr()
     surfaces["stdout/stderr"] = captured.out + captured.err
-    surfaces["dagster files"] = "\n".join(path.read_text(errors="replace") for path in (tmp_path / "dagster").rglob("*") if path.is_file() and path.suffix != ".db")
-    surfaces["artifacts"] = "\n".join(path.read_bytes().decode(errors="replace") for path in (tmp_path / "artifacts").rglob("*") if path.is_file())
+    surfaces["dagster files"] = "\n".join(
+        path.read_text(errors="replace")
+        for path in (tmp_path / "dagster").rglob("*")
+        if path.is_file() and path.suffix != ".db"
+    )
+    surfaces["artifacts"] = "\n".join(
+        path.read_bytes().decode(errors="replace") for path in (tmp_path / "artifacts").rglob("*") if path.is_file()
+    )
 
     assert all(surfaces.values())
     for secret in [*SECRETS.values(), REDIS_PASSWORD]:

@@ -1,134 +1,74 @@
-"""``<module>/evaluation``, its blocking ``promotion_gate`` check, and ``<module>/deployment``.
+"""``<module>/evaluation`` with its blocking ``promotion_gate`` check.
 
-evaluation: reads the candidate module version and the training set's validation split (which no
-optimizer saw); scores the candidate and the deployed module (or the unoptimized one) on the same
-split; writes ``evaluation.json``, a confusion-matrix image and an accuracy-over-versions plot,
-logs the split as a Phoenix dataset and one experiment per module, and appends the outcome to the
+Reads the candidate module version and the training set's validation split (which no optimizer
+saw); scores the candidate and the deployed module (or the unoptimized one) on the same split;
+writes ``evaluation.json``, a confusion-matrix image and an accuracy-over-versions plot, logs the
+split as a Phoenix dataset and one experiment per module, and appends the outcome to the
 optimization history.
 
-promotion_gate (blocking): passes only if the candidate beats the deployed module by the tenant's
-``promotion_min_gain``,
-with a paired bootstrap interval above zero on large splits, and loses no class more than
-``promotion_max_class_recall_drop`` recall.
-
-deployment: moves the tenant × module deployment pointer in the config store (runs only when the
-gate passed, and re-checks the decision itself).
+The promotion gate is declared on this asset and decided in its body (no second step reading the
+record back): it passes only if the candidate beats the deployed module by the tenant's
+``promotion_min_gain``, with a paired bootstrap interval above zero on large splits, and loses no
+class more than ``promotion_max_class_recall_drop`` recall. Being blocking, a failed gate stops
+``<module>/deployment`` from running.
 """
 
-import io
 from datetime import datetime, timezone
 
 import dagster as dg
-import pandas as pd
+from upath import UPath
 
-from cogniverse_resources.artifacts import ArtifactStore, write_bytes_atomic
-from cogniverse_resources.config_store import ConfigStoreResource, DeploymentRecord
-from cogniverse_resources.lm import LanguageModelResource
-from cogniverse_resources.phoenix import PhoenixResource
-from cogniverse_assets.assets.lane import lane_asset, stage_key
-from cogniverse_assets.assets.routing_traces import EXTERNAL_CALL_RETRY, tenant_config
-from cogniverse_assets.assets.training_set import TRAINING_SET_TABLE
+from cogniverse_assets.assets.lane import EXTERNAL_CALL_RETRY, lane_asset, stage_key, tenant_config
+from cogniverse_assets.assets.training_set import TRAINING_SET_TABLE, validation_source_of
 from cogniverse_assets.history import append_outcome, read_history
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
 from cogniverse_assets.optimizers import to_examples
-from cogniverse_assets.runtime import UNOPTIMIZED_VERSION, deployed_program
-from cogniverse_assets.scoring import Scores, promotion_decision, score_program
+from cogniverse_assets.records import EvaluationRecord, ModuleVersion
+from cogniverse_assets.reports import accuracy_over_versions_png, comparison_markdown, confusion_png, markdown_image
+from cogniverse_assets.runtime import deployed_module, module_from_payload
+from cogniverse_assets.scoring import promotion_decision, score_cascade
+from cogniverse_resources.artifacts import ArtifactStore, write_bytes_atomic
+from cogniverse_resources.config_store import ConfigStoreResource
+from cogniverse_resources.lm import LanguageModelResource
+from cogniverse_resources.phoenix import PhoenixResource
 
 EVALUATION_FILE = "evaluation.json"
+PROMOTION_GATE = "promotion_gate"
 
 
-def _markdown(candidate: Scores, deployed: Scores, candidate_version: str, deployed_version: str) -> str:
-    lines = [
-        "| | candidate | deployed |",
-        "|---|---|---|",
-        f"| version | `{candidate_version}` | `{deployed_version}` |",
-        f"| accuracy | {candidate.accuracy:.3f} | {deployed.accuracy:.3f} |",
-        f"| macro-F1 | {candidate.macro_f1:.3f} | {deployed.macro_f1:.3f} |",
-        f"| mean latency (ms) | {candidate.mean_latency_ms:.0f} | {deployed.mean_latency_ms:.0f} |",
-        f"| LM calls | {candidate.lm_calls} | {deployed.lm_calls} |",
-    ]
-    for label, stats in candidate.per_class.items():
-        other = deployed.per_class[label]
-        lines.append(f"| recall `{label}` (n={stats['support']}) | {stats['recall']:.2f} | {other['recall']:.2f} |")
-    return "\n".join(lines)
+def evaluation_path(artifacts: ArtifactStore, tenant_id: str, module: str) -> UPath:
+    return artifacts.path(tenant_id, module, EVALUATION_FILE)
 
 
-def _png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return buffer.getvalue()
+def module_version_path(artifacts: ArtifactStore, version: ModuleVersion) -> UPath:
+    return artifacts.path(version.tenant_id, version.module, "modules", f"{version.version}.json")
 
 
-def _plots(spec: RoutingModuleSpec, candidate: Scores, history: pd.DataFrame) -> tuple[bytes, bytes]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = list(spec.labels)
-    matrix = [[candidate.confusion[truth][guess] for guess in labels] for truth in labels]
-    figure, axis = plt.subplots(figsize=(1.2 * len(labels) + 2, 1.0 * len(labels) + 1.5))
-    axis.imshow(matrix, cmap="Blues")
-    axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    axis.set_yticks(range(len(labels)), labels)
-    axis.set_xlabel("predicted")
-    axis.set_ylabel("true")
-    for i, row in enumerate(matrix):
-        for j, value in enumerate(row):
-            axis.text(j, i, str(value), ha="center", va="center")
-    axis.set_title(f"{spec.name}: candidate confusion matrix")
-    confusion_png = _png(figure)
-    plt.close(figure)
-
-    figure, axis = plt.subplots(figsize=(6, 3))
-    axis.plot(range(len(history)), history["candidate_accuracy"], marker="o", label="candidate")
-    axis.plot(range(len(history)), history["deployed_accuracy_eval"], marker="x", label="deployed")
-    axis.set_xticks(range(len(history)), [str(v)[:15] for v in history["version"]], rotation=45, ha="right")
-    axis.set_ylim(0, 1)
-    axis.set_ylabel("validation accuracy")
-    axis.legend()
-    axis.set_title(f"{spec.name}: accuracy over versions")
-    versions_png = _png(figure)
-    plt.close(figure)
-    return confusion_png, versions_png
-
-
-def _log_to_phoenix(phoenix: PhoenixResource, tenant_id: str, spec: RoutingModuleSpec, validation: pd.DataFrame, runs: dict[str, Scores]) -> dict[str, str]:
-    """The validation split as a (versioned) Phoenix dataset and one experiment per scored module."""
-    client = phoenix.client()
-    name = f"{phoenix.project_name(tenant_id)}-{spec.name}-validation"
-    rows = [{"input": {"query": q}, "output": {"label": label}} for q, label in zip(validation["query"], validation["label"])]
-    try:
-        dataset = client.datasets.get_dataset(dataset=name)
-        known = {example["input"]["query"] for example in dataset.examples}
-        fresh = [row for row in rows if row["input"]["query"] not in known]
-        if fresh:
-            dataset = client.datasets.add_examples_to_dataset(dataset=name, examples=fresh)
-    except Exception:  # noqa: BLE001 - the client raises a plain error for a missing dataset
-        dataset = client.datasets.create_dataset(name=name, examples=rows, dataset_description=f"{tenant_id} {spec.name} real validation split")
-    urls = {}
-    for role, scores in runs.items():
-        answers = dict(zip(validation["query"], scores.predictions))
-        experiment = client.experiments.run_experiment(
-            dataset=dataset,
-            task=lambda input, answers=answers: {"label": answers.get(input["query"])},
-            evaluators={"exact_match": lambda output, expected: float(output["label"] == expected["label"])},
-            experiment_name=f"{spec.name}-{role}",
-            experiment_metadata={"tenant": tenant_id, "module": spec.name, "role": role},
-            print_summary=False,
-        )
-        urls[role] = f"{phoenix.endpoint.rstrip('/')}/datasets/{experiment['dataset_id']}/compare?experimentId={experiment['experiment_id']}"
-    return urls
+def read_evaluation(artifacts: ArtifactStore, tenant_id: str, module: str) -> EvaluationRecord | None:
+    payload = artifacts.read_json(evaluation_path(artifacts, tenant_id, module))
+    return EvaluationRecord.model_validate(payload) if payload else None
 
 
 def build_evaluation(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
     @lane_asset(
-        spec, "evaluation", after=("training_set",),
+        spec,
+        "evaluation",
+        after=("training_set",),
         ins={"candidate": dg.AssetIn(key=stage_key(spec, "trained_module"))},
         retry_policy=EXTERNAL_CALL_RETRY,
         kinds={"dspy", "phoenix"},
+        check_specs=[
+            dg.AssetCheckSpec(
+                PROMOTION_GATE,
+                asset=stage_key(spec, "evaluation"),
+                blocking=True,
+                description="Candidate beats the deployed module on the validation split (margin, bootstrap interval, "
+                "no class collapse).",
+            )
+        ],
         description=f"Scores the `{spec.name}` candidate and the deployed module on the real validation "
-        "split; writes evaluation.json, plots, a Phoenix dataset + experiments and a history row.",
+        "split; writes evaluation.json, plots, a Phoenix dataset + experiments and a history row; "
+        "decides the blocking promotion gate.",
     )
     def evaluation(
         context: dg.AssetExecutionContext,
@@ -139,99 +79,114 @@ def build_evaluation(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         phoenix: PhoenixResource,
     ) -> dg.MaterializeResult:
         config = tenant_config(config_store, context.partition_key)
+        version = ModuleVersion.model_validate(candidate)
         table = artifacts.read_table(config.tenant_id, spec.name, TRAINING_SET_TABLE)
         validation = table[table["split"] == "validation"].reset_index(drop=True)
         examples = to_examples(spec, validation)
         student, adapter = lm.student(), lm.adapter()
-        deployed_version, deployed = deployed_program(config_store.store(), artifacts, config.tenant_id, spec)
-        candidate_scores = score_program(spec, spec.load_program(candidate), examples, student, adapter)
-        deployed_scores = score_program(spec, deployed, examples, student, adapter)
+        deployed = deployed_module(config_store.store(), artifacts, config.tenant_id, spec)
+        deployed_version = deployed.version
+        new = module_from_payload(spec, candidate)
+        candidate_run = score_cascade(spec, new.program, new.fast_path, examples, student, adapter)
+        deployed_run = score_cascade(spec, deployed.program, deployed.fast_path, examples, student, adapter)
+        if new.fast_path is not None and not candidate_run.fast_path_kept:
+            # The version is not deployed yet: store it without the fast path that lost here.
+            version = version.model_copy(update={"fast_path": None, "fast_path_reason": candidate_run.note})
+            artifacts.write_json(module_version_path(artifacts, version), version.model_dump())
+        # Both sides are scored as they would be served (cascade where a fast path is kept).
+        candidate_scores, deployed_scores = candidate_run.served, deployed_run.served
         promote, reasons, figures = promotion_decision(
-            candidate_scores, deployed_scores, config.promotion_min_gain, config.promotion_max_class_recall_drop
+            candidate_scores,
+            deployed_scores,
+            config.promotion_min_gain,
+            config.promotion_max_class_recall_drop,
+            validation_source=validation_source_of(table),
         )
+        figures["candidate_lm_only_accuracy"] = round(candidate_run.lm_only.accuracy, 4)
+        figures["fast_path"] = candidate_run.note
 
-        record = {
-            "tenant_id": config.tenant_id, "module": spec.name,
-            "candidate_version": candidate["version"], "deployed_version": deployed_version,
-            "candidate": candidate_scores.summary(), "deployed": deployed_scores.summary(),
-            "promote": promote, "reasons": reasons, "figures": figures, "validation_size": len(validation),
-            "evaluated_at": datetime.now(timezone.utc).isoformat(),
-        }
-        path = artifacts.write_json(artifacts.path(config.tenant_id, spec.name, EVALUATION_FILE), record)
-        append_outcome(artifacts, {
-            "tenant_id": config.tenant_id, "module": spec.name, "version": candidate["version"], "optimizer": candidate["optimizer"],
-            **candidate["plan"]["features"], "gain": candidate_scores.accuracy - deployed_scores.accuracy,
-            "lm_calls": candidate["lm_calls"], "wall_time_s": candidate["wall_time_s"],
-            "candidate_accuracy": candidate_scores.accuracy, "deployed_accuracy_eval": deployed_scores.accuracy,
-            "recorded_at": record["evaluated_at"],
-        })
+        record = EvaluationRecord(
+            tenant_id=config.tenant_id,
+            module=spec.name,
+            candidate_version=version.version,
+            deployed_version=deployed_version,
+            candidate=candidate_scores.summary(),
+            deployed=deployed_scores.summary(),
+            promote=promote,
+            reasons=reasons,
+            figures=figures,
+            validation_size=len(validation),
+            evaluated_at=datetime.now(timezone.utc).isoformat(),
+        )
+        path = artifacts.write_json(evaluation_path(artifacts, config.tenant_id, spec.name), record.model_dump())
+        append_outcome(
+            artifacts,
+            {
+                "tenant_id": config.tenant_id,
+                "module": spec.name,
+                "version": version.version,
+                "optimizer": version.optimizer,
+                **version.plan.features,
+                "gain": candidate_scores.accuracy - deployed_scores.accuracy,
+                "lm_calls": version.lm_calls,
+                "wall_time_s": version.wall_time_s,
+                "candidate_accuracy": candidate_scores.accuracy,
+                "deployed_accuracy_eval": deployed_scores.accuracy,
+                "recorded_at": record.evaluated_at,
+            },
+        )
         history = read_history(artifacts)
         history = history[(history["tenant_id"] == config.tenant_id) & (history["module"] == spec.name)]
-        confusion_png, versions_png = _plots(spec, candidate_scores, history)
-        confusion_path = artifacts.path(config.tenant_id, spec.name, "plots", f"confusion-{candidate['version']}.png")
+        confusion_path = artifacts.path(config.tenant_id, spec.name, "plots", f"confusion-{version.version}.png")
         versions_path = artifacts.path(config.tenant_id, spec.name, "plots", "accuracy-over-versions.png")
-        write_bytes_atomic(confusion_path, confusion_png)
-        write_bytes_atomic(versions_path, versions_png)
-        urls = _log_to_phoenix(phoenix.for_tenant(config.phoenix_endpoint), config.tenant_id, spec, validation, {"candidate": candidate_scores, "deployed": deployed_scores})
-        return dg.MaterializeResult(metadata={
-            "comparison": dg.MetadataValue.md(_markdown(candidate_scores, deployed_scores, candidate["version"], deployed_version)),
-            "candidate_accuracy": round(candidate_scores.accuracy, 4),
-            "deployed_accuracy": round(deployed_scores.accuracy, 4),
-            "candidate_macro_f1": round(candidate_scores.macro_f1, 4),
-            "gain": figures["gain"],
-            "promote": promote,
-            "reasons": dg.MetadataValue.json(reasons),
-            "validation_size": len(validation),
-            "lm_calls": candidate_scores.lm_calls + deployed_scores.lm_calls,
-            "confusion_matrix": dg.MetadataValue.path(str(confusion_path)),
-            "accuracy_over_versions": dg.MetadataValue.path(str(versions_path)),
-            "phoenix_experiment_candidate": dg.MetadataValue.url(urls["candidate"]),
-            "phoenix_experiment_deployed": dg.MetadataValue.url(urls["deployed"]),
-            "evaluation": dg.MetadataValue.path(path),
-        })
-
-    @dg.asset_check(asset=evaluation, name="promotion_gate", blocking=True, description="Candidate beats the deployed module on the validation split (margin, bootstrap interval, no class collapse).")
-    def promotion_gate(context: dg.AssetCheckExecutionContext, artifacts: ArtifactStore) -> dg.AssetCheckResult:
-        tenant_id = context.partition_key if context.has_partition_key else None
-        record = artifacts.read_json(artifacts.path(tenant_id, spec.name, EVALUATION_FILE))
-        return dg.AssetCheckResult(
-            passed=bool(record and record["promote"]),
-            metadata={"reasons": dg.MetadataValue.json(record["reasons"] if record else ["no evaluation"]),
-                      "candidate_version": record["candidate_version"] if record else "-"},
+        confusion = confusion_png(spec, candidate_scores, deployed_scores)
+        versions_plot = accuracy_over_versions_png(
+            spec, history, config_store.store().deployment_history(config.tenant_id, spec.name)
+        )
+        write_bytes_atomic(confusion_path, confusion)
+        write_bytes_atomic(versions_path, versions_plot)
+        urls = phoenix.for_tenant(config.phoenix_endpoint).log_evaluation(
+            config.tenant_id,
+            spec.name,
+            list(validation["query"]),
+            list(validation["label"]),
+            {"candidate": candidate_scores.predictions, "deployed": deployed_scores.predictions},
+        )
+        gate = dg.AssetCheckResult(
+            check_name=PROMOTION_GATE,
+            passed=promote,
+            metadata={"reasons": dg.MetadataValue.json(reasons), "candidate_version": version.version},
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "comparison": dg.MetadataValue.md(
+                    comparison_markdown(candidate_scores, deployed_scores, version.version, deployed_version)
+                ),
+                "candidate_accuracy": round(candidate_scores.accuracy, 4),
+                "deployed_accuracy": round(deployed_scores.accuracy, 4),
+                "candidate_macro_f1": round(candidate_scores.macro_f1, 4),
+                "candidate_lm_only_accuracy": round(candidate_run.lm_only.accuracy, 4),
+                "fast_path": candidate_run.note,
+                "fast_path_share": round(candidate_scores.fast_path_share, 4),
+                "gain": figures["gain"],
+                "gain_interval_90": dg.MetadataValue.json(figures.get("interval")),
+                "mcnemar_p": figures["mcnemar_p"],
+                "promote": promote,
+                "reasons": dg.MetadataValue.json(reasons),
+                "validation_size": len(validation),
+                "lm_calls": candidate_scores.lm_calls + deployed_scores.lm_calls,
+                "confusion_matrices": dg.MetadataValue.md(markdown_image(confusion, "candidate and deployed")),
+                "accuracy_over_versions": dg.MetadataValue.md(markdown_image(versions_plot, "accuracy over versions")),
+                "confusion_matrix_file": dg.MetadataValue.path(str(confusion_path)),
+                "accuracy_over_versions_file": dg.MetadataValue.path(str(versions_path)),
+                "phoenix_experiment_candidate": dg.MetadataValue.url(urls["candidate"]),
+                "phoenix_experiment_deployed": dg.MetadataValue.url(urls["deployed"]),
+                "evaluation": dg.MetadataValue.path(path),
+            },
+            check_results=[gate],
         )
 
-    return evaluation, promotion_gate
+    return evaluation
 
 
-def build_deployment(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
-    @lane_asset(
-        spec, "deployment", after=("evaluation",),
-        kinds={"dspy"},
-        description=f"Moves the tenant's `{spec.name}` deployment pointer to the evaluated candidate "
-        "(only after the promotion gate passed).",
-    )
-    def deployment(context: dg.AssetExecutionContext, config_store: ConfigStoreResource, artifacts: ArtifactStore) -> dg.MaterializeResult:
-        tenant_id = context.partition_key
-        record = artifacts.read_json(artifacts.path(tenant_id, spec.name, EVALUATION_FILE))
-        if not record or not record["promote"]:
-            raise dg.Failure(f"refusing to deploy {spec.name} for {tenant_id}: the evaluation did not pass the promotion gate", allow_retries=False)
-        store = config_store.store()
-        current = store.deployed(tenant_id, spec.name)
-        store.record_deployment(DeploymentRecord(
-            tenant_id=tenant_id, module=spec.name, version=record["candidate_version"], action="promote",
-            actor=f"dagster run {context.run.run_id[:8]}", reason="; ".join(record["reasons"]),
-            score=record["candidate"]["accuracy"], previous_version=current.version if current else UNOPTIMIZED_VERSION,
-        ))
-        return dg.MaterializeResult(metadata={
-            "deployed_version": record["candidate_version"],
-            "previous_version": current.version if current else UNOPTIMIZED_VERSION,
-            "accuracy": record["candidate"]["accuracy"],
-        })
-
-    return deployment
-
-
-_evaluations = [build_evaluation(spec) for spec in ROUTING_MODULES.values()]
-evaluation_assets = [asset for asset, _ in _evaluations]
-promotion_gate_checks = [check for _, check in _evaluations]
-deployment_assets = [build_deployment(spec) for spec in ROUTING_MODULES.values()]
+evaluation_assets = [build_evaluation(spec) for spec in ROUTING_MODULES.values()]

@@ -1,15 +1,35 @@
 """One lane of assets per routing module: every stage is keyed ``<module>/<stage>``, grouped by
-module and partitioned by tenant. ``lane_asset`` says that once for every stage's factory."""
+module and partitioned by tenant. ``lane_asset`` says that once for every stage's factory; the
+pieces every stage shares (the tenant's settings, the retry policy for outside calls, the default
+interval) live here too."""
+
+from datetime import timedelta
 
 import dagster as dg
 
 from cogniverse_assets.modules.registry import RoutingModuleSpec
 from cogniverse_assets.partitions import tenants_partitions
+from cogniverse_resources.config_store import ConfigStoreResource, TenantNotFound
+from cogniverse_resources.tenant import RoutingConfig
+
+# Phoenix, Vespa and LM calls are retried with backoff; configuration errors are not (dg.Failure
+# with allow_retries=False).
+EXTERNAL_CALL_RETRY = dg.RetryPolicy(
+    max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+# RoutingConfig's default interval; per-tenant intervals are the sensor's job.
+DEFAULT_INTERVAL = timedelta(seconds=RoutingConfig.model_fields["optimization_interval_seconds"].default)
 
 
 # A lane's stages, upstream first.
 LANE_STAGES = (
-    "routing_traces", "synthetic_examples", "training_set", "optimization_plan", "trained_module", "evaluation", "deployment",
+    "routing_traces",
+    "synthetic_examples",
+    "training_set",
+    "optimization_plan",
+    "trained_module",
+    "evaluation",
+    "deployment",
 )
 
 
@@ -21,7 +41,9 @@ def stage_key(spec: RoutingModuleSpec, stage: str) -> dg.AssetKey:
     return dg.AssetKey([spec.name, stage])
 
 
-def lane_asset(spec: RoutingModuleSpec, stage: str, after: tuple[str, ...] = (), extra_deps: tuple[str, ...] = (), **asset_kwargs):
+def lane_asset(
+    spec: RoutingModuleSpec, stage: str, after: tuple[str, ...] = (), extra_deps: tuple[str, ...] = (), **asset_kwargs
+):
     """``@dg.asset`` for ``<module>/<stage>``, depending on the lane's ``after`` stages."""
     deps = [stage_key(spec, upstream) for upstream in after] + [dg.AssetKey(key) for key in extra_deps]
     return dg.asset(
@@ -31,3 +53,11 @@ def lane_asset(spec: RoutingModuleSpec, stage: str, after: tuple[str, ...] = (),
         deps=deps or None,
         **asset_kwargs,
     )
+
+
+def tenant_config(config_store: ConfigStoreResource, tenant_id: str) -> RoutingConfig:
+    """The tenant's settings; an unknown or invalid tenant fails the step without retries."""
+    try:
+        return config_store.store().get(tenant_id)
+    except (TenantNotFound, ValueError) as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from error

@@ -11,16 +11,16 @@ import math
 import dagster as dg
 import pandas as pd
 
-from cogniverse_resources.artifacts import ArtifactStore
-from cogniverse_resources.config_store import ConfigStoreResource
-from cogniverse_resources.content import ContentBackendResource
-from cogniverse_resources.lm import LanguageModelResource
-from cogniverse_assets.assets.lane import lane_asset
-from cogniverse_assets.assets.routing_traces import EXTERNAL_CALL_RETRY, TRACES_TABLE, tenant_config
+from cogniverse_assets.assets.lane import EXTERNAL_CALL_RETRY, lane_asset, tenant_config
+from cogniverse_assets.assets.routing_traces import TRACES_TABLE
 from cogniverse_assets.blending import blend_plan
 from cogniverse_assets.examples import EXAMPLE_COLUMNS, LABELED_PROVENANCES
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
 from cogniverse_assets.synthetic import SYNTHETIC_COLUMNS, SyntheticQueryGenerator
+from cogniverse_resources.artifacts import ArtifactStore
+from cogniverse_resources.config_store import ConfigStoreResource
+from cogniverse_resources.content import ContentBackendResource
+from cogniverse_resources.lm import LanguageModelResource
 
 SYNTHETIC_TABLE = "synthetic_examples"
 # Some candidates fail validation; ask for a little more than the plan needs.
@@ -36,7 +36,9 @@ def labeled_real(artifacts: ArtifactStore, tenant_id: str, module: str) -> pd.Da
 
 def build_synthetic_examples(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
     @lane_asset(
-        spec, "synthetic_examples", after=("routing_traces",),
+        spec,
+        "synthetic_examples",
+        after=("routing_traces",),
         retry_policy=EXTERNAL_CALL_RETRY,
         kinds={"dspy", "parquet"},
         description=f"Reads the `{spec.name}` example table and the content backend; writes synthetic "
@@ -56,13 +58,28 @@ def build_synthetic_examples(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         stored = stored if stored is not None else pd.DataFrame(columns=SYNTHETIC_COLUMNS)
         wanted = plan.synthetic_needed
         missing = max(0, wanted - len(stored))
-        metadata = {"strategy": plan.strategy, "plan_reason": plan.reason, "requested": wanted, "stored_before": len(stored)}
+        metadata = {
+            "strategy": plan.strategy,
+            "plan_reason": plan.reason,
+            "requested": wanted,
+            "stored_before": len(stored),
+        }
         if not config.use_synthetic_data or wanted == 0:
             reason = "use_synthetic_data is off" if not config.use_synthetic_data else f"not needed: {plan.reason}"
             artifacts.write_table(config.tenant_id, spec.name, SYNTHETIC_TABLE, stored.iloc[0:0])
-            return dg.MaterializeResult(metadata={**metadata, "generated": 0, "total": 0, "reason": reason, "lm_calls": 0})
+            return dg.MaterializeResult(
+                metadata={**metadata, "generated": 0, "total": 0, "reason": reason, "lm_calls": 0}
+            )
         if missing == 0:
-            return dg.MaterializeResult(metadata={**metadata, "generated": 0, "total": len(stored), "reason": "stored examples suffice", "lm_calls": 0})
+            return dg.MaterializeResult(
+                metadata={
+                    **metadata,
+                    "generated": 0,
+                    "total": len(stored),
+                    "reason": "stored examples suffice",
+                    "lm_calls": 0,
+                }
+            )
         generator = SyntheticQueryGenerator(spec, content.backend(), lm.teacher(), lm.adapter(), seed=len(stored))
         attempts = missing + math.ceil(missing * GENERATION_MARGIN)
         fresh, report = generator.generate(attempts, avoid_queries=[*real["query"], *stored["query"]])
@@ -79,7 +96,9 @@ def build_synthetic_examples(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
                 "lm_calls": report.lm_calls,
                 "generation_seconds": round(report.seconds, 1),
                 "per_label": dg.MetadataValue.json({k: int(v) for k, v in combined["label"].value_counts().items()}),
-                "per_augmentation": dg.MetadataValue.json({k: int(v) for k, v in combined["augmentation"].value_counts().items()}),
+                "per_augmentation": dg.MetadataValue.json(
+                    {k: int(v) for k, v in combined["augmentation"].value_counts().items()}
+                ),
                 "table": dg.MetadataValue.path(path),
             }
         )

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from cogniverse_assets.assets.evaluation import evaluation_assets
 from cogniverse_assets.definitions import defs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -12,16 +13,31 @@ REPO = Path(__file__).resolve().parents[2]
 def test_definitions_load():
     dg.Definitions.validate_loadable(defs)
     repository = defs.get_repository_def()
-    # Dagster adds default_automation_condition_sensor for optimizer_meta_model's hourly condition.
+    # meta_model_sensor (running by default) retrains optimizer_meta_model; no automation condition
+    # whose sensor would ship stopped.
     assert {sensor.name for sensor in repository.sensor_defs} == {
-        "tenant_discovery_sensor", "trace_threshold_sensor", "lane_failure_sensor", "default_automation_condition_sensor",
+        "tenant_discovery_sensor",
+        "trace_threshold_sensor",
+        "lane_failure_sensor",
+        "meta_model_sensor",
     }
     keys = {key.to_user_string() for key in repository.assets_defs_by_key}
     for module in ("modality", "cross_modal", "routing"):
-        stages = ("routing_traces", "synthetic_examples", "training_set", "optimization_plan", "trained_module", "evaluation", "deployment")
+        stages = (
+            "routing_traces",
+            "synthetic_examples",
+            "training_set",
+            "optimization_plan",
+            "trained_module",
+            "evaluation",
+            "deployment",
+        )
         assert {f"{module}/{stage}" for stage in stages} <= keys
     assert "optimizer_meta_model" in keys
-    assert len(repository.asset_checks_defs_by_key) == 3  # one blocking promotion gate per module
+    # one blocking promotion gate per module, declared on (and decided by) its evaluation asset
+    gates = {key.to_user_string() for key in repository.asset_graph.asset_check_keys}
+    assert gates == {f"{module}/evaluation:promotion_gate" for module in ("modality", "cross_modal", "routing")}
+    assert all(spec.blocking for asset in evaluation_assets for spec in asset.check_specs)
     job = defs.resolve_job_def("optimize_tenant")
     assert job.partitions_def.name == "tenants"
     assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} == {
@@ -30,5 +46,11 @@ def test_definitions_load():
 
 
 def test_dg_check_defs_passes():
-    result = subprocess.run([str(Path(sys.executable).with_name("dg")), "check", "defs"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("dg")), "check", "defs"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

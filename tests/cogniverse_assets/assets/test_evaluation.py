@@ -10,26 +10,34 @@ import dagster as dg
 import dspy
 import pytest
 
+from cogniverse_assets.assets.deployment import deployment_assets
+from cogniverse_assets.assets.evaluation import EVALUATION_FILE, evaluation_assets
+from cogniverse_assets.assets.routing_traces import routing_traces_assets
+from cogniverse_assets.assets.synthetic_examples import synthetic_examples_assets
+from cogniverse_assets.assets.trained_module import trained_module_assets
+from cogniverse_assets.assets.training_set import training_set_assets
+from cogniverse_assets.modules.registry import get_module
+from cogniverse_assets.runtime import load_router
+from cogniverse_assets.traffic import emit_traffic
 from cogniverse_resources.artifacts import DSPyModuleIOManager
 from cogniverse_resources.config_store import DeploymentRecord
 from cogniverse_resources.content import ContentBackendResource
 from cogniverse_resources.lm import LanguageModelResource
-from cogniverse_assets.assets.evaluation import EVALUATION_FILE, deployment_assets, evaluation_assets, promotion_gate_checks
-from cogniverse_assets.assets.routing_traces import routing_traces_assets
-from cogniverse_assets.assets.training_set import training_set_assets
-from cogniverse_assets.assets.synthetic_examples import synthetic_examples_assets
-from cogniverse_assets.assets.trained_module import trained_module_assets
-from cogniverse_assets.modules.registry import get_module
-from cogniverse_assets.runtime import load_router
-from cogniverse_assets.traffic import emit_traffic
 
 pytestmark = pytest.mark.lm
 SPEC = get_module("modality")
 SABOTAGE_DEMOS = [
     dspy.Example(query=query, modality="text").with_inputs("query")
-    for query in ("watch the goal replay", "photo of the eiffel tower", "listen to the jazz podcast",
-                  "the pdf manual for my router", "video tutorial on knitting", "pictures of red pandas",
-                  "audio recording of the board call", "slides from the keynote")
+    for query in (
+        "watch the goal replay",
+        "photo of the eiffel tower",
+        "listen to the jazz podcast",
+        "the pdf manual for my router",
+        "video tutorial on knitting",
+        "pictures of red pandas",
+        "audio recording of the board call",
+        "slides from the keynote",
+    )
 ]
 
 
@@ -37,25 +45,44 @@ def _store_version(env, tenant, version, demos=()):
     """A module version; with ``SABOTAGE_DEMOS`` it is taught that everything is text."""
     program = SPEC.program()
     program.demos = list(demos)
-    payload = {"version": version, "tenant_id": tenant, "module": "modality", "optimizer": "bootstrap", "state": program.dump_state(),
-               "lm_calls": 0, "wall_time_s": 0.0, "plan": {"features": {}}, "created_at": datetime.now(timezone.utc).isoformat()}
+    payload = {
+        "version": version,
+        "tenant_id": tenant,
+        "module": "modality",
+        "optimizer": "bootstrap",
+        "state": program.dump_state(),
+        "lm_calls": 0,
+        "wall_time_s": 0.0,
+        "plan": {"features": {}},
+        "created_at": datetime.now(timezone.utc).isoformat(),
+    }
     env.artifacts.write_json(env.artifacts.path(tenant, "modality", "modules", f"{version}.json"), payload)
     env.artifacts.write_json(env.artifacts.path(tenant, "modality", "modules", "candidate.json"), {"version": version})
 
 
 def _prepare(env, prefix):
     tenant = env.add(prefix, use_synthetic_data=False)
-    emit_traffic(env.phoenix, tenant, n=40, feedback_rate=1.0, accuracy=0.8, seed=31, progress=False, modules=["modality"])
-    resources = dict(content=ContentBackendResource(vespa_url=""), lm=LanguageModelResource(),
-                     dspy_module_io_manager=DSPyModuleIOManager(root=env.artifacts.root))
-    assert env.materialize([routing_traces_assets[0], synthetic_examples_assets[0], training_set_assets[0]], tenant, **resources).success
+    emit_traffic(
+        env.phoenix, tenant, n=40, feedback_rate=1.0, accuracy=0.8, seed=31, progress=False, modules=["modality"]
+    )
+    resources = dict(
+        content=ContentBackendResource(vespa_url=""),
+        lm=LanguageModelResource(),
+        dspy_module_io_manager=DSPyModuleIOManager(root=env.artifacts.root),
+    )
+    assert env.materialize(
+        [routing_traces_assets[0], synthetic_examples_assets[0], training_set_assets[0]], tenant, **resources
+    ).success
     return tenant, resources
 
 
 def _gate_and_deploy(env, tenant, resources):
     return dg.materialize(
-        [trained_module_assets[0], evaluation_assets[0], promotion_gate_checks[0], deployment_assets[0]], partition_key=tenant, instance=env.instance,
-        resources=env.resources(**resources), raise_on_error=False,
+        [trained_module_assets[0], evaluation_assets[0], deployment_assets[0]],
+        partition_key=tenant,
+        instance=env.instance,
+        resources=env.resources(**resources),
+        raise_on_error=False,
         selection=[evaluation_assets[0].key, deployment_assets[0].key],
     )
 
@@ -83,6 +110,10 @@ def test_an_improving_candidate_is_deployed_and_served(tenant_env, local_lm):
     (event,) = result.asset_materializations_for_node(evaluation_assets[0].op.name)
     assert event.metadata["promote"].value is True, event.metadata["reasons"].value
     assert "| accuracy |" in event.metadata["comparison"].value
+    for picture in ("confusion_matrices", "accuracy_over_versions"):  # shown inline in the UI
+        assert (
+            event.metadata[picture].value.startswith("![") and "data:image/png;base64," in event.metadata[picture].value
+        )
     assert str(event.metadata["phoenix_experiment_candidate"].value).startswith(tenant_env.phoenix.endpoint)
     assert store.deployed(tenant, "modality").version == "v-good"
     assert tenant_env.artifacts.path(tenant, "modality", "plots", "accuracy-over-versions.png").exists()
