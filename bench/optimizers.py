@@ -1,94 +1,285 @@
-"""Benchmark: the four DSPy optimizers on the bundled modality train pool with the local LM.
+"""Benchmark: optimizers (and the distilled fast path in front of them) on the local LM.
 
-Prints, per optimizer, accuracy on the corpus's held-out eval split (never seen by any optimizer),
-LM calls and wall time, next to the unoptimized baseline. Starts its own local LM server.
+For each seed, a stratified training pool of ``--train`` examples is drawn from the corpus's train
+split; every optimizer compiles on it (MIPROv2/GEPA select on a fifth of it), and every compiled
+module answers all of the corpus's held-out eval queries and, for the modality module, the external
+holdout (``../shared/holdout``: evaluation only, never seen by any optimizer or demo pool). Printed
+per optimizer: accuracy, the paired difference to the unoptimized module with its 95 % bootstrap
+interval and McNemar's exact p-value, compile seconds and LM calls, LM-path latency p50/p95; and
+for the cascade (fast path, else the module): accuracy, fast-path coverage and fast-path latency.
 
-    .venv/bin/python bench/optimizers.py [--train 60] [--eval 60] [--seeds 0] [--optimizers bootstrap mipro simba gepa]
+    .venv/bin/python bench/optimizers.py [--module modality] [--train 130] [--seeds 0 1 2]
+        [--optimizers knn labeled] [--holdout ../shared/holdout/external_routing_queries.jsonl] [--out FILE]
+
+The unoptimized module does not depend on the seed; it is scored once and compared with every seed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dspy
+import numpy as np
 import pandas as pd
 
-from cogniverse_resources import stack
-from cogniverse_resources.lm import LanguageModelResource
 from cogniverse_assets.blending import stratified_pick
 from cogniverse_assets.demo_data import load_queries
-from cogniverse_assets.modules.metrics import exact_match
-from cogniverse_assets.modules.registry import get_module
-from cogniverse_assets.optimizers import OPTIMIZERS, LMUsage, compile_module, to_examples
+from cogniverse_assets.fast_path import DEFAULT_LM_ACCURACY, FastPath, cascade_answers, train_fast_path
+from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec, get_module
+from cogniverse_assets.optimizers import OPTIMIZERS, LMUsage, compile_module
+from cogniverse_assets.scoring import paired_comparison
+from cogniverse_resources import stack
+from cogniverse_resources.lm import LanguageModelResource
+from cogniverse_resources.paths import REPO_ROOT
 
-SPEC = get_module("modality")
+DEFAULT_HOLDOUT = REPO_ROOT.parent / "shared" / "holdout" / "external_routing_queries.jsonl"
+SELECTING = ("mipro", "gepa")
 
 
-def evaluate(program, lm, adapter, examples) -> tuple[float, int]:
-    metric = exact_match(SPEC)
+@dataclass
+class EvalSet:
+    name: str
+    inputs: list[dict]
+    accept: list[list[str]]
+
+
+@dataclass
+class Answers:
+    labels: list[str]
+    latencies_ms: list[float]
+    lm_calls: int
+
+    def correct(self, accept: list[list[str]]) -> list[bool]:
+        return [label in ok for label, ok in zip(self.labels, accept)]
+
+
+@dataclass
+class Row:
+    seed: int
+    optimizer: str
+    eval_set: str
+    accuracy: float
+    compile_s: float
+    compile_lm_calls: int
+    lm_p50_ms: float
+    lm_p95_ms: float
+    vs_unoptimized: dict = field(default_factory=dict)
+    cascade: dict = field(default_factory=dict)
+
+
+def eval_sets(spec: RoutingModuleSpec, holdout: Path | None, limit: int | None) -> list[EvalSet]:
+    corpus = load_queries("eval")[:limit]
+    sets = [EvalSet("corpus eval", [spec.inputs(r) for r in corpus], [[str(r[spec.corpus_label_key])] for r in corpus])]
+    if spec.name == "modality" and holdout is not None and holdout.exists():
+        rows = [json.loads(line) for line in holdout.read_text().splitlines() if line.strip()][:limit]
+        sets.append(EvalSet("external holdout", [spec.inputs(r) for r in rows], [list(r["accept"]) for r in rows]))
+    return sets
+
+
+def answer_all(
+    spec: RoutingModuleSpec, program: dspy.Module, lm: dspy.LM, adapter: dspy.Adapter, data: EvalSet
+) -> Answers:
     usage = LMUsage([lm])
+    labels, latencies = [], []
     with dspy.context(lm=lm, adapter=adapter):
-        correct = sum(bool(metric(example, program(**example.inputs()))) for example in examples)
-    return correct / len(examples), usage.figures()["lm_calls"]
+        for inputs in data.inputs:
+            started = time.perf_counter()
+            labels.append(spec.label_of(program(**inputs)))
+            latencies.append((time.perf_counter() - started) * 1000)
+    return Answers(labels, latencies, usage.figures()["lm_calls"])
+
+
+def cascade_figures(fast_path: FastPath | None, data: EvalSet, answers: Answers, baseline: Answers) -> dict:
+    if fast_path is None:
+        return {}
+    fast_ms = []
+    for inputs in data.inputs:
+        started = time.perf_counter()
+        fast_path.predict(inputs)
+        fast_ms.append((time.perf_counter() - started) * 1000)
+    labels, paths = cascade_answers(fast_path, data.inputs, answers.labels)
+    correct = [label in ok for label, ok in zip(labels, data.accept)]
+    fast = [ms for ms, path in zip(fast_ms, paths) if path == "fast"]
+    module_correct = answers.correct(data.accept)
+    return {
+        "accuracy": float(np.mean(correct)),
+        "coverage": paths.count("fast") / len(paths),
+        "fast_accuracy": float(np.mean([c for c, p in zip(correct, paths) if p == "fast"])) if fast else None,
+        "fast_p50_ms": float(np.percentile(fast, 50)) if fast else None,
+        "fast_p95_ms": float(np.percentile(fast, 95)) if fast else None,
+        "vs_module": paired_comparison(correct, module_correct, level=0.95).figures(),
+        "vs_unoptimized": paired_comparison(correct, baseline.correct(data.accept), level=0.95).figures(),
+    }
+
+
+def optimizer_variant(name: str) -> str:
+    optimizer, _, k = name.partition(":")
+    if optimizer not in OPTIMIZERS or (k and (optimizer != "knn" or not k.isdigit() or int(k) < 1)):
+        raise argparse.ArgumentTypeError(f"{name!r}: use one of {', '.join(OPTIMIZERS)}, or knn:K")
+    return name
+
+
+def table_row(name: str, group: list[Row]) -> str:
+    def mean(values) -> float:
+        values = [value for value in values if value is not None]
+        return statistics.mean(values) if values else float("nan")
+
+    compared = [row.vs_unoptimized for row in group if row.vs_unoptimized]
+    cascade = [row.cascade for row in group if row.cascade]
+    cells = [
+        name,
+        " / ".join(f"{row.accuracy:.3f}" for row in group),
+        f"{mean(c['gain'] for c in compared):+.3f}" if compared else "-",
+        " ".join(f"[{c['interval'][0]:+.3f}, {c['interval'][1]:+.3f}]" for c in compared) or "-",
+        " / ".join(f"{c['mcnemar_p']:.3f}" for c in compared) or "-",
+        f"{mean(row.compile_s for row in group):.1f}",
+        f"{mean(row.compile_lm_calls for row in group):.0f}",
+        f"{mean(row.lm_p50_ms for row in group):.0f}/{mean(row.lm_p95_ms for row in group):.0f}",
+        " / ".join(f"{c['accuracy']:.3f}" for c in cascade) or "-",
+        f"{mean(c['coverage'] for c in cascade):.0%}" if cascade else "-",
+        f"{mean(c['fast_p50_ms'] for c in cascade):.2f}" if cascade else "-",
+    ]
+    return "| " + " | ".join(cells) + " |"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=int, default=60)
-    parser.add_argument("--eval", type=int, default=60)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), choices=OPTIMIZERS)
+    parser.add_argument("--module", default="modality", choices=list(ROUTING_MODULES))
+    parser.add_argument("--train", type=int, default=130, help="training pool size drawn from the corpus train split")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--optimizers",
+        nargs="+",
+        default=["knn", "labeled"],
+        type=optimizer_variant,
+        help=f"any of {', '.join(OPTIMIZERS)}; knn:K retrieves K demos instead of the default",
+    )
+    parser.add_argument("--holdout", type=Path, default=DEFAULT_HOLDOUT, help="external holdout (modality only)")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="score only the first N queries of each set (smoke runs)"
+    )
     parser.add_argument("--max-iterations", type=int, default=40, help="GEPA: max_metric_calls = 2 x this; SIMBA steps")
+    parser.add_argument("--out", type=Path, default=None, help="write every row as JSON here")
     args = parser.parse_args()
+    spec = get_module(args.module)
 
     model = stack.ensure_local_model()
     port = stack.free_port()
-    service = stack.lm_service(port=port, directory=stack.run_dir() / "bench", model_path=model)
+    service = stack.lm_service(
+        port=port, directory=stack.run_dir() / f"bench-optimizers-{os.getpid()}", model_path=model
+    )
     service.start()
     os.environ["COGNIVERSE_LM_PORT"] = str(port)
+    rows: list[Row] = []
     try:
         resource = LanguageModelResource.from_env()
         lm, adapter = resource.student(), resource.adapter()
-        pool = pd.DataFrame(load_queries("train")).rename(columns={"modality": "label"})
-        held_out = pd.DataFrame(load_queries("eval")).rename(columns={"modality": "label"})
-        eval_set = to_examples(SPEC, stratified_pick(held_out, args.eval, seed=0))
-        rows = []
+        pool = (
+            pd.DataFrame(load_queries("train"))
+            .rename(columns={spec.corpus_label_key: "label"})
+            .assign(provenance="human")
+        )
+        sets = eval_sets(spec, args.holdout, args.limit)
+        baseline = {data.name: answer_all(spec, spec.program(), lm, adapter, data) for data in sets}
+        for data in sets:
+            answers = baseline[data.name]
+            rows.append(
+                Row(
+                    -1,
+                    "unoptimized",
+                    data.name,
+                    float(np.mean(answers.correct(data.accept))),
+                    0.0,
+                    0,
+                    float(np.percentile(answers.latencies_ms, 50)),
+                    float(np.percentile(answers.latencies_ms, 95)),
+                )
+            )
+            print(f"unoptimized {data.name}: {rows[-1].accuracy:.3f} ({len(data.inputs)} queries)", flush=True)
         for seed in args.seeds:
-            train_frame = stratified_pick(pool, args.train, seed=seed)
-            selection = stratified_pick(train_frame, max(5, args.train // 5), seed=seed)
-            train = to_examples(SPEC, train_frame.drop(index=selection.index))
-            valset = to_examples(SPEC, selection)
-            accuracy, calls = evaluate(SPEC.program(), lm, adapter, eval_set)
-            rows.append({"seed": seed, "optimizer": "unoptimized", "accuracy": accuracy, "compile_calls": 0, "compile_s": 0.0})
-            print(f"seed {seed} unoptimized: {accuracy:.3f} ({calls} eval calls)", flush=True)
+            train = stratified_pick(pool, args.train, seed=seed)
+            fast = train_fast_path(spec, train, DEFAULT_LM_ACCURACY, seed=seed)
+            print(f"seed {seed}: {fast.reason}", flush=True)
             for name in args.optimizers:
+                optimizer, _, k = name.partition(":")
+                selection = (
+                    stratified_pick(train, max(5, len(train) // 5), seed=seed) if optimizer in SELECTING else None
+                )
+                fit = train.drop(index=selection.index) if selection is not None else train
                 try:
-                    result = compile_module(SPEC, name, train + (valset if name not in ("mipro", "gepa") else []), lm, lm, adapter,
-                                            max_iterations=args.max_iterations, valset=valset, seed=seed)
+                    result = compile_module(
+                        spec,
+                        optimizer,
+                        fit,
+                        lm,
+                        lm,
+                        adapter,
+                        max_iterations=args.max_iterations,
+                        selection=selection,
+                        seed=seed,
+                    )
                 except Exception as error:  # a failing optimizer is a finding, not a crash of the bench
                     print(f"seed {seed} {name}: FAILED {type(error).__name__}: {error}", flush=True)
                     continue
-                accuracy, _ = evaluate(result.program, lm, adapter, eval_set)
-                # compile time only: the held-out evaluation after it is not part of the optimizer's cost
-                rows.append({"seed": seed, "optimizer": name, "accuracy": accuracy, "compile_calls": result.lm_calls,
-                             "compile_s": result.seconds})
-                print(f"seed {seed} {name}: {accuracy:.3f} held-out, {result.lm_calls} LM calls, {result.seconds:.0f}s", flush=True)
+                if k:
+                    result.program.k = int(k)
+                for data in sets:
+                    answers = answer_all(spec, result.program, lm, adapter, data)
+                    correct = answers.correct(data.accept)
+                    row = Row(
+                        seed,
+                        name,
+                        data.name,
+                        float(np.mean(correct)),
+                        round(result.seconds, 2),
+                        result.lm_calls,
+                        float(np.percentile(answers.latencies_ms, 50)),
+                        float(np.percentile(answers.latencies_ms, 95)),
+                        paired_comparison(correct, baseline[data.name].correct(data.accept), level=0.95).figures(),
+                        cascade_figures(fast.fast_path, data, answers, baseline[data.name]),
+                    )
+                    rows.append(row)
+                    ci = row.vs_unoptimized["interval"]
+                    print(
+                        f"seed {seed} {name} {data.name}: {row.accuracy:.3f} ({row.vs_unoptimized['gain']:+.3f} "
+                        f"[{ci[0]:+.3f}, {ci[1]:+.3f}], p={row.vs_unoptimized['mcnemar_p']:.3f}); "
+                        f"compile {result.seconds:.1f}s / {result.lm_calls} calls; LM p50 {row.lm_p50_ms:.0f} ms"
+                        + (
+                            f"; cascade {row.cascade['accuracy']:.3f} at {row.cascade['coverage']:.0%} fast"
+                            if row.cascade
+                            else ""
+                        ),
+                        flush=True,
+                    )
     finally:
         service.stop()
 
-    frame = pd.DataFrame(rows)
-    print(f"\nmodality, train {args.train} (of which {max(5, args.train // 5)} for candidate selection), "
-          f"held-out eval {args.eval}, seeds {args.seeds}, {os.cpu_count()} cores")
-    print(f"{'optimizer':12s} {'accuracy':>16s} {'LM calls':>10s} {'compile s':>10s}")
-    for name, group in frame.groupby("optimizer", sort=False):
-        accs = group["accuracy"].tolist()
-        spread = f" ± {statistics.stdev(accs):.3f}" if len(accs) > 1 else ""
-        print(f"{name:12s} {statistics.mean(accs):>10.3f}{spread:>6s} {group['compile_calls'].mean():>10.0f} {group['compile_s'].mean():>10.0f}")
+    if args.out:
+        args.out.write_text(json.dumps([asdict(row) for row in rows], indent=1))
+    print(
+        f"\n{spec.name}: train pool {args.train}, seeds {args.seeds}, {os.cpu_count()} cores; "
+        "gain = paired difference to unoptimized, 95 % bootstrap interval, McNemar p"
+    )
+    for data in sets:
+        print(f"\n{data.name} ({len(data.inputs)} queries)")
+        print(
+            "| optimizer | accuracy (seeds) | mean gain | 95 % intervals | McNemar p | compile s | LM calls "
+            "| LM p50/p95 ms | cascade accuracy | fast share | fast p50 ms |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for name in ["unoptimized", *args.optimizers]:
+            group = [row for row in rows if row.optimizer == name and row.eval_set == data.name]
+            if group:
+                print(table_row(name, group))
     return 0
 
 

@@ -1,15 +1,23 @@
-"""Should we train, and with which optimizer? Features, the design's rules, and the XGBoost
-meta-model that replaces the rules once enough measured outcomes exist.
+"""Should we train, and with which optimizer? Features, the rules, and the XGBoost meta-model
+that replaces the rules once enough measured outcomes exist.
+
+Both weigh every feasible optimizer by expected gain against expected cost, within the tenant's
+budget (``max_optimization_lm_calls``, ``max_optimization_seconds``): an optimizer expected to
+exceed either is not a candidate, and among the rest the plan takes the best
+``gain − COST_WEIGHT · ln(1 + LM calls)``. The plan lists every optimizer it weighed and why.
 
 Rules (cold start, and the fallback): fewer than ``MIN_TRAIN_EXAMPLES`` training examples → skip;
-deployed module already at ``SKIP_ACCURACY`` on validation → skip; otherwise < 50 examples →
-BootstrapFewShot, 50–200 → MIPROv2, > 200 → GEPA, and SIMBA when the deployed accuracy is low
-(< ``LOW_ACCURACY``) and the set is large enough for its batch. ``preferred_optimizer`` overrides.
+fewer than ``MIN_VALIDATION_EXAMPLES`` (annotated) validation examples to grade on → skip;
+deployed module already at ``SKIP_ACCURACY`` on validation → skip; otherwise expected gains are the
+measured means of ``bench/optimizers.py`` (``PRIOR_GAIN``, docs/benchmarks.md) and costs follow
+``expected_lm_calls``. ``preferred_optimizer`` overrides the choice but not the budget.
 
 Meta-model: two XGBoost regressors over (features, optimizer) trained on the history of plans and
-their measured outcomes across all tenants — validation gain, and log LM calls. For each feasible
-optimizer it predicts gain and cost; it trains the one with the best gain per cost if the best
-predicted gain reaches ``MIN_EXPECTED_GAIN``, and skips otherwise.
+their measured outcomes across all tenants — validation gain, and log LM calls. They replace the
+priors; the budget and the utility rule stay the same.
+
+The distilled fast path (``fast_path.py``) is not a candidate: it costs no LM call and is trained
+beside whichever optimizer is chosen.
 """
 
 from __future__ import annotations
@@ -22,8 +30,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from cogniverse_assets.blending import MIN_VALIDATION_EXAMPLES
+from cogniverse_assets.optimizers import DEMO_OPTIMIZERS, OPTIMIZERS, SIMBA_BATCH_SIZE
 from cogniverse_resources.tenant import RoutingConfig
-from cogniverse_assets.optimizers import OPTIMIZERS, SIMBA_BATCH_SIZE
 
 MIN_TRAIN_EXAMPLES = 8
 SKIP_ACCURACY = 0.98
@@ -31,14 +40,28 @@ LOW_ACCURACY = 0.5
 BOOTSTRAP_MAX = 50
 MIPRO_MAX = 200
 MIN_HISTORY_FOR_META_MODEL = 20
+MIN_OUTCOMES_PER_OPTIMIZER = 3
 MIN_EXPECTED_GAIN = 0.005
 COST_WEIGHT = 0.01  # gain points one e-fold of LM calls is worth
+SECONDS_PER_LM_CALL = 2.0  # the local 0.5B LM on 2 cores; compile seconds are estimated from calls
+DEMO_COMPILE_SECONDS = 5.0  # fitting TF-IDF and choosing demos: no LM call
+# Mean held-out gains over unoptimized measured by bench/optimizers.py (docs/benchmarks.md): the
+# rules' expectation until the meta-model has measured outcomes of its own.
+PRIOR_GAIN = {"knn": 0.10, "labeled": 0.05, "bootstrap": 0.042, "mipro": 0.033, "simba": 0.075, "gepa": 0.008}
 
 FEATURE_NAMES = [
-    "real_count", "synthetic_count", "train_count", "validation_count", "label_entropy",
-    "annotation_agreement", "mean_confidence", "deployed_accuracy", "hours_since_training", "mean_past_gain",
+    "real_count",
+    "synthetic_count",
+    "train_count",
+    "validation_count",
+    "label_entropy",
+    "annotation_agreement",
+    "mean_confidence",
+    "deployed_accuracy",
+    "hours_since_training",
+    "mean_past_gain",
 ]
-PREFERENCE_TO_OPTIMIZER = {"bootstrap": "bootstrap", "mipro": "mipro", "simba": "simba", "gepa": "gepa"}
+PREFERENCE_TO_OPTIMIZER = {name: name for name in OPTIMIZERS}
 
 
 @dataclass
@@ -48,6 +71,7 @@ class Plan:
     source: str  # "rules" | "meta_model" | "preferred_optimizer"
     reasons: list[str]
     features: dict[str, float]
+    # Every optimizer weighed: expected gain, LM calls, seconds, within budget, utility.
     predictions: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -113,25 +137,107 @@ def feasible_optimizers(features: dict[str, float]) -> list[str]:
     return [name for name in OPTIMIZERS if name != "simba" or features["train_count"] >= SIMBA_BATCH_SIZE]
 
 
-def rules_plan(features: dict[str, float], config: RoutingConfig) -> Plan:
+def expected_lm_calls(optimizer: str, train_count: float, max_iterations: int) -> float:
+    """LM calls one compile is expected to make, from the calls measured in bench/optimizers.py."""
+    n = max(0.0, float(train_count))
+    if optimizer in DEMO_OPTIMIZERS:
+        return 0.0
+    if optimizer == "bootstrap":
+        return min(n, 12.0)  # stops after 4 bootstrapped demos; 6–12 calls measured
+    if optimizer == "mipro":
+        return 60.0 + 2.0 * n  # 155 calls at 60 examples, 319 at 130
+    if optimizer == "simba":
+        return 280.0 * max(1, min(4, max_iterations // 25))  # 280 calls per step measured
+    return 1.15 * max(n, 2.0 * max_iterations)  # GEPA: max_metric_calls plus reflection
+
+
+def expected_seconds(optimizer: str, lm_calls: float) -> float:
+    return DEMO_COMPILE_SECONDS if optimizer in DEMO_OPTIMIZERS else lm_calls * SECONDS_PER_LM_CALL
+
+
+def weigh(config: RoutingConfig, gains: dict[str, float], calls: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Each optimizer's expected gain, cost and utility, and whether it fits the tenant's budget."""
+    weighed = {}
+    for name, gain in gains.items():
+        seconds = expected_seconds(name, calls[name])
+        fits = calls[name] <= config.max_optimization_lm_calls and seconds <= config.max_optimization_seconds
+        weighed[name] = {
+            "gain": round(float(gain), 4),
+            "lm_calls": round(float(calls[name]), 1),
+            "seconds": round(seconds, 1),
+            "within_budget": float(fits),
+            "utility": round(float(gain - COST_WEIGHT * math.log1p(calls[name])), 4),
+        }
+    return weighed
+
+
+def choose(
+    features: dict[str, float], config: RoutingConfig, source: str, weighed: dict[str, dict[str, float]]
+) -> Plan:
+    """The best-utility optimizer within budget, or a skip that says why."""
+    affordable = {name: figures for name, figures in weighed.items() if figures["within_budget"]}
+    budget = f"budget of {config.max_optimization_lm_calls} LM calls / {config.max_optimization_seconds} s"
+    if not affordable:
+        return Plan("skip", None, source, [f"no optimizer is expected to fit the {budget}"], features, weighed)
+    best = max(affordable, key=lambda name: (affordable[name]["utility"], -affordable[name]["lm_calls"]))
+    chosen = affordable[best]
+    if chosen["gain"] < MIN_EXPECTED_GAIN:
+        reason = f"{source}: at most {chosen['gain']:+.3f} expected gain within the {budget} (< {MIN_EXPECTED_GAIN})"
+        return Plan("skip", None, source, [reason], features, weighed)
+    reasons = [
+        f"{source}: {best} has the best expected gain per cost ({chosen['gain']:+.3f}, ~{chosen['lm_calls']:.0f} LM "
+        f"calls, ~{chosen['seconds']:.0f} s) within the {budget}"
+    ]
+    over = sorted(name for name, figures in weighed.items() if not figures["within_budget"])
+    if over:
+        reasons.append(f"over budget: {', '.join(over)}")
+    return Plan("train", best, source, reasons, features, weighed)
+
+
+def _hard_limits(features: dict[str, float], config: RoutingConfig) -> Plan | None:
+    """Skips and preferences that no expectation overrides."""
     n = int(features["train_count"])
     accuracy = features["deployed_accuracy"]
     if n < MIN_TRAIN_EXAMPLES:
         return Plan("skip", None, "rules", [f"{n} training examples < {MIN_TRAIN_EXAMPLES}"], features)
+    graders = features.get("validation_count", float("nan"))
+    if not math.isnan(graders) and graders < MIN_VALIDATION_EXAMPLES:
+        reason = f"{int(graders)} annotated validation examples < {MIN_VALIDATION_EXAMPLES}: cannot grade a candidate"
+        return Plan("skip", None, "rules", [reason], features)
     if config.preferred_optimizer != "auto":
-        optimizer = PREFERENCE_TO_OPTIMIZER[config.preferred_optimizer]
-        if optimizer not in feasible_optimizers(features):
-            return Plan("skip", None, "preferred_optimizer", [f"preferred {optimizer} needs >= {SIMBA_BATCH_SIZE} training examples, have {n}"], features)
-        return Plan("train", optimizer, "preferred_optimizer", [f"tenant prefers {optimizer}"], features)
+        return _preferred_plan(features, config)
     if not math.isnan(accuracy) and accuracy >= SKIP_ACCURACY:
-        return Plan("skip", None, "rules", [f"deployed accuracy {accuracy:.3f} >= {SKIP_ACCURACY}: nothing to gain"], features)
-    if not math.isnan(accuracy) and accuracy < LOW_ACCURACY and n >= SIMBA_BATCH_SIZE:
-        return Plan("train", "simba", "rules", [f"deployed accuracy {accuracy:.3f} < {LOW_ACCURACY} and {n} >= {SIMBA_BATCH_SIZE} examples"], features)
-    if n < BOOTSTRAP_MAX:
-        return Plan("train", "bootstrap", "rules", [f"{n} training examples < {BOOTSTRAP_MAX}"], features)
-    if n <= MIPRO_MAX:
-        return Plan("train", "mipro", "rules", [f"{BOOTSTRAP_MAX} <= {n} training examples <= {MIPRO_MAX}"], features)
-    return Plan("train", "gepa", "rules", [f"{n} training examples > {MIPRO_MAX}"], features)
+        return Plan(
+            "skip", None, "rules", [f"deployed accuracy {accuracy:.3f} >= {SKIP_ACCURACY}: nothing to gain"], features
+        )
+    return None
+
+
+def _preferred_plan(features: dict[str, float], config: RoutingConfig) -> Plan:
+    optimizer = PREFERENCE_TO_OPTIMIZER[config.preferred_optimizer]
+    n = int(features["train_count"])
+    if optimizer not in feasible_optimizers(features):
+        reason = f"preferred {optimizer} needs >= {SIMBA_BATCH_SIZE} training examples, have {n}"
+        return Plan("skip", None, "preferred_optimizer", [reason], features)
+    calls = expected_lm_calls(optimizer, n, config.max_training_iterations)
+    weighed = weigh(config, {optimizer: PRIOR_GAIN[optimizer]}, {optimizer: calls})
+    if not weighed[optimizer]["within_budget"]:
+        reason = (
+            f"preferred {optimizer} expects ~{calls:.0f} LM calls / ~{weighed[optimizer]['seconds']:.0f} s, over "
+            f"the budget of {config.max_optimization_lm_calls} LM calls / {config.max_optimization_seconds} s: "
+            "raise max_optimization_lm_calls and max_optimization_seconds to run it"
+        )
+        return Plan("skip", None, "preferred_optimizer", [reason], features, weighed)
+    return Plan("train", optimizer, "preferred_optimizer", [f"tenant prefers {optimizer}"], features, weighed)
+
+
+def rules_plan(features: dict[str, float], config: RoutingConfig) -> Plan:
+    fixed = _hard_limits(features, config)
+    if fixed is not None:
+        return fixed
+    names = feasible_optimizers(features)
+    calls = {name: expected_lm_calls(name, features["train_count"], config.max_training_iterations) for name in names}
+    return choose(features, config, "rules", weigh(config, {name: PRIOR_GAIN[name] for name in names}, calls))
 
 
 # ------------------------------------------------------------------------------ meta-model
@@ -155,6 +261,8 @@ class MetaModel:
     gain_model: object
     cost_model: object
     trained_on: int
+    # Measured outcomes per optimizer: the model only weighs optimizers it has seen often enough.
+    outcomes_per_optimizer: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, history: pd.DataFrame, seed: int = 0) -> "MetaModel":
@@ -165,7 +273,15 @@ class MetaModel:
         params = {"n_estimators": 200, "max_depth": 3, "learning_rate": 0.1, "random_state": seed, "n_jobs": 1}
         gain_model = xgb.XGBRegressor(**params).fit(x, rows["gain"].astype(float))
         cost_model = xgb.XGBRegressor(**params).fit(x, np.log1p(rows["lm_calls"].astype(float)))
-        return cls(gain_model, cost_model, len(rows))
+        counts = {str(name): int(n) for name, n in rows["optimizer"].value_counts().items()}
+        return cls(gain_model, cost_model, len(rows), counts)
+
+    def known_optimizers(self, features: dict[str, float]) -> list[str]:
+        return [
+            name
+            for name in feasible_optimizers(features)
+            if self.outcomes_per_optimizer.get(name, 0) >= MIN_OUTCOMES_PER_OPTIMIZER
+        ]
 
     def predict(self, features: dict[str, float], optimizers: list[str]) -> dict[str, dict[str, float]]:
         rows = pd.DataFrame([{**features, "optimizer": name} for name in optimizers])
@@ -178,35 +294,43 @@ class MetaModel:
         }
 
     def plan(self, features: dict[str, float], config: RoutingConfig) -> Plan:
-        fallback = rules_plan(features, config)
-        if fallback.decision == "skip" or fallback.source == "preferred_optimizer":
-            return fallback  # hard limits and explicit preferences are not the model's call
-        predictions = self.predict(features, feasible_optimizers(features))
-        best = max(predictions, key=lambda name: predictions[name]["utility"])
-        if predictions[best]["gain"] < MIN_EXPECTED_GAIN:
-            reason = f"meta-model predicts at most {predictions[best]['gain']:+.3f} gain (< {MIN_EXPECTED_GAIN})"
-            return Plan("skip", None, "meta_model", [reason], features, predictions)
-        reason = f"meta-model: {best} has the best predicted gain per cost ({predictions[best]['gain']:+.3f}, ~{predictions[best]['lm_calls']:.0f} LM calls)"
-        return Plan("train", best, "meta_model", [reason], features, predictions)
+        fixed = _hard_limits(features, config)
+        if fixed is not None:
+            return fixed  # hard limits and explicit preferences are not the model's call
+        known = self.known_optimizers(features)
+        if not known:
+            plan = rules_plan(features, config)
+            plan.reasons.append("the meta-model has no outcomes of a feasible optimizer yet: the rules decided")
+            return plan
+        predictions = self.predict(features, known)
+        gains = {name: figures["gain"] for name, figures in predictions.items()}
+        calls = {name: max(0.0, figures["lm_calls"]) for name, figures in predictions.items()}
+        return choose(features, config, "meta_model", weigh(config, gains, calls))
 
     def to_json(self) -> dict:
         return {
             "gain_model": json.loads(self.gain_model.get_booster().save_raw("json").decode()),
             "cost_model": json.loads(self.cost_model.get_booster().save_raw("json").decode()),
             "trained_on": self.trained_on,
+            "outcomes_per_optimizer": self.outcomes_per_optimizer,
             "feature_names": FEATURE_NAMES + [f"optimizer={name}" for name in OPTIMIZERS],
         }
 
     @classmethod
     def from_json(cls, payload: dict) -> "MetaModel":
+        """The stored model; ``ValueError`` when it was trained on other features or optimizers."""
         import xgboost as xgb
+
+        if payload.get("feature_names") != FEATURE_NAMES + [f"optimizer={name}" for name in OPTIMIZERS]:
+            raise ValueError("stored meta-model was trained on other features or optimizers; it must be retrained")
 
         models = []
         for key in ("gain_model", "cost_model"):
             model = xgb.XGBRegressor()
             model.load_model(bytearray(json.dumps(payload[key]).encode()))
             models.append(model)
-        return cls(models[0], models[1], int(payload["trained_on"]))
+        counts = {str(name): int(n) for name, n in (payload.get("outcomes_per_optimizer") or {}).items()}
+        return cls(models[0], models[1], int(payload["trained_on"]), counts)
 
     def feature_importance(self) -> dict[str, float]:
         names = FEATURE_NAMES + [f"optimizer={name}" for name in OPTIMIZERS]

@@ -1,5 +1,9 @@
 """The router runtime: answer queries with a tenant's deployed routing module on the configured LM,
-falling back to the unoptimized module (and saying so) when nothing has been promoted."""
+falling back to the unoptimized module (and saying so) when nothing has been promoted.
+
+A deployed version may carry a distilled fast path (``fast_path.py``): queries it is confident
+about are answered by the classifier without an LM call (``path == "fast"``, confidence = its
+probability); the rest go to the LM module (``path == "lm"``)."""
 
 from __future__ import annotations
 
@@ -8,21 +12,49 @@ from dataclasses import dataclass
 
 import dspy
 
+from cogniverse_assets.fast_path import FastPath
+from cogniverse_assets.modules.registry import RoutingModuleSpec, get_module
+from cogniverse_assets.records import ModuleVersion
 from cogniverse_resources.artifacts import ArtifactStore, load_module_payload
 from cogniverse_resources.config_store import TenantConfigStore, open_config_store
 from cogniverse_resources.lm import LanguageModelResource
 from cogniverse_resources.tenant import validate_tenant_id
-from cogniverse_assets.modules.registry import RoutingModuleSpec, get_module
 
 UNOPTIMIZED_VERSION = "unoptimized"
 
 
-def deployed_program(store: TenantConfigStore, artifacts: ArtifactStore, tenant_id: str, spec: RoutingModuleSpec) -> tuple[str, dspy.Module]:
-    """(version, program) of the deployed module; the unoptimized one when nothing is deployed."""
+@dataclass(frozen=True)
+class DeployedModule:
+    version: str
+    program: dspy.Module
+    fast_path: FastPath | None
+
+
+def module_from_payload(spec: RoutingModuleSpec, payload: dict) -> DeployedModule:
+    """A stored module version as (program, fast path); loading executes no stored code."""
+    version = ModuleVersion.model_validate(payload)
+    fast_path = FastPath.from_state(version.fast_path) if version.fast_path else None
+    return DeployedModule(version.version, spec.load_program(payload), fast_path)
+
+
+def deployed_module(
+    store: TenantConfigStore, artifacts: ArtifactStore, tenant_id: str, spec: RoutingModuleSpec
+) -> DeployedModule:
+    """The deployed module version; the unoptimized one when nothing is deployed."""
     record = store.deployed(tenant_id, spec.name)
     if record is None or record.version == UNOPTIMIZED_VERSION:
-        return UNOPTIMIZED_VERSION, spec.program()
-    return record.version, spec.load_program(load_module_payload(artifacts, tenant_id, spec.name, record.version))
+        return DeployedModule(UNOPTIMIZED_VERSION, spec.program(), None)
+    return module_from_payload(spec, load_module_payload(artifacts, tenant_id, spec.name, record.version))
+
+
+@dataclass(frozen=True)
+class RoutedAnswer:
+    label: str
+    path: str  # "fast" | "lm"
+    # The fast path's probability of its answer; on the LM path, the fast path's probability of the
+    # LM's answer when the version has one (None otherwise: no constant stands in for it).
+    confidence: float | None
+    prediction: dspy.Prediction
 
 
 @dataclass
@@ -33,14 +65,28 @@ class Router:
     version: str
     lm: dspy.LM
     adapter: dspy.Adapter
+    fast_path: FastPath | None = None
 
     @property
     def is_fallback(self) -> bool:
         return self.version == UNOPTIMIZED_VERSION
 
-    def route(self, row: dict) -> dspy.Prediction:
+    def answer(self, row: dict) -> RoutedAnswer:
+        inputs = self.spec.inputs(row)
+        if self.fast_path is not None:
+            label, probability = self.fast_path.predict(inputs)
+            if probability >= self.fast_path.threshold:
+                return RoutedAnswer(label, "fast", probability, dspy.Prediction(**self.spec.outputs_for(label)))
         with dspy.context(lm=self.lm, adapter=self.adapter):
-            return self.program(**self.spec.inputs(row))
+            prediction = self.program(**inputs)
+        label = self.spec.label_of(prediction)
+        confidence = None
+        if self.fast_path is not None and label in self.fast_path.classes:
+            confidence = float(self.fast_path.probabilities([inputs])[0][self.fast_path.classes.index(label)])
+        return RoutedAnswer(label, "lm", confidence, prediction)
+
+    def route(self, row: dict) -> dspy.Prediction:
+        return self.answer(row).prediction
 
 
 def load_router(
@@ -55,24 +101,12 @@ def load_router(
     spec = get_module(module)
     lm = lm or LanguageModelResource.from_env()
     store = store or open_config_store()
-    version, program = deployed_program(store, artifacts or ArtifactStore.from_env(), tenant_id, spec)
-    return Router(tenant_id, spec, program, version, lm.student(), lm.adapter())
+    deployed = deployed_module(store, artifacts or ArtifactStore.from_env(), tenant_id, spec)
+    return Router(tenant_id, spec, deployed.program, deployed.version, lm.student(), lm.adapter(), deployed.fast_path)
 
 
-def deployed_router_decider(tenant_id: str, lm: LanguageModelResource | None = None):
-    """A ``traffic`` decider that asks the tenant's deployed routers (real LM calls)."""
-    routers: dict[str, Router] = {}
-
-    def decide(spec: RoutingModuleSpec, row: dict) -> tuple[str, float, str]:
-        router = routers.get(spec.name) or routers.setdefault(spec.name, load_router(tenant_id, spec.name, lm))
-        prediction = router.route(row)
-        # Schema-constrained JSON carries no calibrated probability; 0.8 marks "model answer".
-        return spec.label_of(prediction), 0.8, router.version
-
-    return decide
-
-
-def timed_route(router: Router, row: dict) -> tuple[dspy.Prediction, float]:
+def timed_route(router: Router, row: dict) -> tuple[RoutedAnswer, float]:
+    """The router's answer and how long it took, in milliseconds."""
     started = time.perf_counter()
-    prediction = router.route(row)
-    return prediction, (time.perf_counter() - started) * 1000
+    answer = router.answer(row)
+    return answer, (time.perf_counter() - started) * 1000

@@ -8,12 +8,13 @@ above zero; and no class may lose more than ``max_class_recall_drop`` recall.
 
 from __future__ import annotations
 
-import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import dspy
+import numpy as np
 
+from cogniverse_assets.fast_path import MAX_CASCADE_LOSS, FastPath, cascade_answers
 from cogniverse_assets.modules.registry import RoutingModuleSpec
 from cogniverse_assets.optimizers import LMUsage
 
@@ -35,15 +36,45 @@ class Scores:
     n: int
     correct: list[bool]
     predictions: list[str]
+    latencies_ms: list[float] = field(default_factory=list)
+    # Which path answered each example: "fast" (the distilled classifier) or "lm".
+    paths: list[str] = field(default_factory=list)
+
+    @property
+    def fast_path_share(self) -> float:
+        return self.paths.count("fast") / len(self.paths) if self.paths else 0.0
 
     def summary(self) -> dict:
         data = asdict(self)
-        data.pop("correct")
-        data.pop("predictions")
-        return data
+        for bulky in ("correct", "predictions", "latencies_ms", "paths"):
+            data.pop(bulky)
+        return {
+            **data,
+            "fast_path_share": round(self.fast_path_share, 4),
+            **latency_figures(self.latencies_ms, self.paths),
+        }
 
 
-def score_examples(spec: RoutingModuleSpec, gold: list[str], predicted: list[str], latencies_ms: list[float], lm_calls: int) -> Scores:
+def latency_figures(latencies_ms: list[float], paths: list[str]) -> dict[str, float | None]:
+    """p50/p95 latency in ms, overall (``latency_ms_p50``) and per path (``fast_latency_ms_p50``, ...);
+    None where a path answered nothing."""
+    figures: dict[str, float | None] = {}
+    for name in ("all", "fast", "lm"):
+        values = [ms for ms, path in zip(latencies_ms, paths) if name == "all" or path == name]
+        prefix = "" if name == "all" else f"{name}_"
+        for q in (50, 95):
+            figures[f"{prefix}latency_ms_p{q}"] = round(float(np.percentile(values, q)), 3) if values else None
+    return figures
+
+
+def score_examples(
+    spec: RoutingModuleSpec,
+    gold: list[str],
+    predicted: list[str],
+    latencies_ms: list[float],
+    lm_calls: int,
+    paths: list[str] | None = None,
+) -> Scores:
     labels = list(spec.labels)
     confusion = {truth: {guess: 0 for guess in labels} for truth in labels}
     for truth, guess in zip(gold, predicted):
@@ -57,7 +88,12 @@ def score_examples(spec: RoutingModuleSpec, gold: list[str], predicted: list[str
         precision = tp / predicted_as if predicted_as else 0.0
         recall = tp / support if support else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[label] = {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4), "support": support}
+        per_class[label] = {
+            "precision": round(precision, 4),
+            "recall": round(recall, 4),
+            "f1": round(f1, 4),
+            "support": support,
+        }
     present = [label for label in labels if per_class[label]["support"]]
     correct = [truth == guess for truth, guess in zip(gold, predicted)]
     return Scores(
@@ -70,10 +106,14 @@ def score_examples(spec: RoutingModuleSpec, gold: list[str], predicted: list[str
         n=len(correct),
         correct=correct,
         predictions=list(predicted),
+        latencies_ms=list(latencies_ms),
+        paths=list(paths) if paths is not None else ["lm"] * len(correct),
     )
 
 
-def score_program(spec: RoutingModuleSpec, program: dspy.Module, examples: list[dspy.Example], lm: dspy.LM, adapter: dspy.Adapter) -> Scores:
+def score_program(
+    spec: RoutingModuleSpec, program: dspy.Module, examples: list[dspy.Example], lm: dspy.LM, adapter: dspy.Adapter
+) -> Scores:
     usage = LMUsage([lm])
     predicted, latencies = [], []
     with dspy.context(lm=lm, adapter=adapter):
@@ -85,17 +125,99 @@ def score_program(spec: RoutingModuleSpec, program: dspy.Module, examples: list[
     return score_examples(spec, gold, predicted, latencies, usage.figures()["lm_calls"])
 
 
-def paired_bootstrap_interval(candidate: list[bool], deployed: list[bool], seed: int = 0) -> tuple[float, float]:
-    """90 % interval of accuracy(candidate) − accuracy(deployed), resampling examples in pairs."""
-    rng = random.Random(seed)
+@dataclass
+class CascadeScores:
+    """One module on one split: its LM module alone, and as served (fast path in front of it)."""
+
+    lm_only: Scores
+    served: Scores
+    fast_path_kept: bool
+    note: str
+
+
+def score_cascade(
+    spec: RoutingModuleSpec,
+    program: dspy.Module,
+    fast_path: FastPath | None,
+    examples: list[dspy.Example],
+    lm: dspy.LM,
+    adapter: dspy.Adapter,
+) -> CascadeScores:
+    """The LM module answers every example (so the cascade can be compared with it); the cascade
+    takes the fast path's answer where it is confident. A fast path that makes the cascade lose
+    more than ``MAX_CASCADE_LOSS`` against its own LM module is not kept: served = LM alone."""
+    lm_only = score_program(spec, program, examples, lm, adapter)
+    if fast_path is None:
+        return CascadeScores(lm_only, lm_only, False, "no fast path")
+    inputs = [dict(example.inputs()) for example in examples]
+    fast_ms = []
+    for row in inputs:
+        started = time.perf_counter()
+        fast_path.predict(row)
+        fast_ms.append((time.perf_counter() - started) * 1000)
+    answers, paths = cascade_answers(fast_path, inputs, lm_only.predictions)
+    latencies = [fast if path == "fast" else slow for fast, slow, path in zip(fast_ms, lm_only.latencies_ms, paths)]
+    gold = [str(getattr(example, spec.label_field)) for example in examples]
+    served = score_examples(spec, gold, answers, latencies, paths.count("lm"), paths)
+    if served.accuracy < lm_only.accuracy - MAX_CASCADE_LOSS:
+        note = (
+            f"fast path off: the cascade scored {served.accuracy:.3f} against {lm_only.accuracy:.3f} for the LM "
+            f"module alone (more than {MAX_CASCADE_LOSS} lower)"
+        )
+        return CascadeScores(lm_only, lm_only, False, note)
+    note = (
+        f"fast path kept: answers {served.fast_path_share:.0%}, cascade {served.accuracy:.3f} vs LM module "
+        f"{lm_only.accuracy:.3f}"
+    )
+    return CascadeScores(lm_only, served, True, note)
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Two modules answering the same examples: the accuracy difference, its paired bootstrap
+    interval, and McNemar's exact test on the examples where exactly one of them is right."""
+
+    n: int
+    gain: float
+    low: float
+    high: float
+    level: float
+    wins: int  # candidate right, baseline wrong
+    losses: int  # candidate wrong, baseline right
+    mcnemar_p: float
+
+    def figures(self) -> dict:
+        return {
+            "gain": round(self.gain, 4),
+            "interval": [round(self.low, 4), round(self.high, 4)],
+            "interval_level": self.level,
+            "wins": self.wins,
+            "losses": self.losses,
+            "mcnemar_p": round(self.mcnemar_p, 4),
+            "n": self.n,
+        }
+
+
+def paired_comparison(
+    candidate: list[bool], baseline: list[bool], level: float = INTERVAL, seed: int = 0
+) -> PairedComparison:
+    """``level`` interval of accuracy(candidate) − accuracy(baseline), resampling examples in pairs."""
+    import numpy as np
+    from scipy.stats import binomtest
+
+    if len(candidate) != len(baseline):
+        raise ValueError(f"paired comparison needs the same examples: {len(candidate)} != {len(baseline)}")
     n = len(candidate)
-    differences = []
-    for _ in range(BOOTSTRAP_SAMPLES):
-        picks = [rng.randrange(n) for _ in range(n)]
-        differences.append(sum(candidate[i] - deployed[i] for i in picks) / n)
-    differences.sort()
-    tail = (1 - INTERVAL) / 2
-    return differences[int(tail * BOOTSTRAP_SAMPLES)], differences[int((1 - tail) * BOOTSTRAP_SAMPLES) - 1]
+    difference = np.asarray(candidate, dtype=float) - np.asarray(baseline, dtype=float)
+    wins, losses = int((difference > 0).sum()), int((difference < 0).sum())
+    if n == 0:
+        return PairedComparison(0, 0.0, 0.0, 0.0, level, 0, 0, 1.0)
+    picks = np.random.default_rng(seed).integers(0, n, size=(BOOTSTRAP_SAMPLES, n))
+    means = np.sort(difference[picks].mean(axis=1))
+    tail = (1 - level) / 2
+    low, high = means[int(tail * BOOTSTRAP_SAMPLES)], means[int((1 - tail) * BOOTSTRAP_SAMPLES) - 1]
+    p_value = binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
+    return PairedComparison(n, float(difference.mean()), float(low), float(high), level, wins, losses, float(p_value))
 
 
 def promotion_decision(
@@ -103,21 +225,34 @@ def promotion_decision(
     deployed: Scores,
     min_gain: float = DEFAULT_MIN_GAIN,
     max_class_recall_drop: float = DEFAULT_MAX_CLASS_RECALL_DROP,
+    validation_source: str = "real",
 ) -> tuple[bool, list[str], dict]:
-    """(promote?, reasons, figures) for a candidate against the deployed module on the same split."""
+    """(promote?, reasons, figures) for a candidate against the deployed module on the same split.
+
+    ``validation_source`` is the training set's: only a "real" (human/LLM-annotated) split can
+    promote; on synthetic (cold start) or unknown validation the figures are reported, never acted on."""
     reasons, figures = [], {}
     gain = candidate.accuracy - deployed.accuracy
     figures["gain"] = round(gain, 4)
+    figures["validation_source"] = validation_source
     promote = True
     if candidate.n == 0:
         return False, ["empty validation split: nothing to decide on"], figures
+    if validation_source != "real":
+        promote = False
+        reasons.append(
+            f"validation is {validation_source}, not human/LLM-annotated: a candidate graded on it is "
+            "never promoted automatically"
+        )
     if gain < min_gain:
         promote = False
         reasons.append(f"accuracy gain {gain:+.3f} < required {min_gain:+.3f}")
     else:
         reasons.append(f"accuracy gain {gain:+.3f} >= required {min_gain:+.3f}")
+    paired = paired_comparison(candidate.correct, deployed.correct)
+    figures["mcnemar_p"] = round(paired.mcnemar_p, 4)
     if candidate.n >= MIN_N_FOR_INTERVAL:
-        low, high = paired_bootstrap_interval(candidate.correct, deployed.correct)
+        low, high = paired.low, paired.high
         figures["interval"] = [round(low, 4), round(high, 4)]
         if low <= 0:
             promote = False

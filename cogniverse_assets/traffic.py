@@ -19,10 +19,10 @@ from typing import Callable, Literal
 
 from tqdm import tqdm
 
-from cogniverse_resources.phoenix import PhoenixResource
-from cogniverse_resources.tracer import Feedback, RoutingDecision, RoutingTracer
 from cogniverse_assets.demo_data import load_queries
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
+from cogniverse_resources.phoenix import PhoenixResource
+from cogniverse_resources.tracer import Feedback, RoutingDecision, RoutingTracer
 
 Policy = Literal["noisy", "deployed"]
 NOISY_MODULE_VERSION = "noisy-simulator"
@@ -40,18 +40,42 @@ class TrafficReport:
     seconds: float
 
 
-Decide = Callable[[RoutingModuleSpec, dict], tuple[str, float, str]]
+@dataclass(frozen=True)
+class RoutingChoice:
+    """A router's answer as the span records it."""
+
+    label: str
+    confidence: float | None
+    module_version: str
+    path: str = "lm"
+
+
+Decide = Callable[[RoutingModuleSpec, dict], RoutingChoice]
 
 
 def noisy_router(accuracy: float, rng: random.Random) -> Decide:
     """A router that is right with probability ``accuracy``; wrong answers are less confident."""
 
-    def decide(spec: RoutingModuleSpec, row: dict) -> tuple[str, float, str]:
+    def decide(spec: RoutingModuleSpec, row: dict) -> RoutingChoice:
         truth = row[spec.corpus_label_key]
         if rng.random() < accuracy:
-            return truth, rng.uniform(0.6, 0.99), NOISY_MODULE_VERSION
+            return RoutingChoice(truth, rng.uniform(0.6, 0.99), NOISY_MODULE_VERSION)
         wrong = rng.choice([label for label in spec.labels if label != truth])
-        return wrong, rng.uniform(0.3, 0.85), NOISY_MODULE_VERSION
+        return RoutingChoice(wrong, rng.uniform(0.3, 0.85), NOISY_MODULE_VERSION)
+
+    return decide
+
+
+def deployed_router_decider(tenant_id: str) -> Decide:
+    """A decider that asks the tenant's deployed routers (the fast path, else real LM calls)."""
+    from cogniverse_assets.runtime import Router, load_router  # the runtime loads the LM stack: only on demand
+
+    routers: dict[str, Router] = {}
+
+    def decide(spec: RoutingModuleSpec, row: dict) -> RoutingChoice:
+        router = routers.get(spec.name) or routers.setdefault(spec.name, load_router(tenant_id, spec.name))
+        answer = router.answer(row)
+        return RoutingChoice(answer.label, answer.confidence, router.version, answer.path)
 
     return decide
 
@@ -81,8 +105,6 @@ def emit_traffic(
         if policy == "noisy":
             decide = noisy_router(accuracy, rng)
         elif policy == "deployed":
-            from cogniverse_assets.runtime import deployed_router_decider
-
             decide = deployed_router_decider(tenant_id)
         else:
             raise ValueError(f"unknown policy {policy!r}; expected noisy or deployed")
@@ -99,7 +121,8 @@ def emit_traffic(
         with tracer.request(row["query"]):
             for spec in specs:
                 t0 = time.perf_counter()
-                label, confidence, version = decide(spec, row)
+                choice = decide(spec, row)
+                label = choice.label
                 # The simulator answers instantly; give it a plausible router latency instead.
                 elapsed_ms = rng.lognormvariate(3.0, 0.5) if policy == "noisy" else (time.perf_counter() - t0) * 1000
                 correct = label == row[spec.corpus_label_key]
@@ -109,9 +132,10 @@ def emit_traffic(
                     module=spec.name,
                     query=row["query"],
                     label=label,
-                    confidence=round(confidence, 4),
+                    confidence=None if choice.confidence is None else round(choice.confidence, 4),
+                    path=choice.path,
                     processing_time_ms=round(elapsed_ms, 3),
-                    module_version=version,
+                    module_version=choice.module_version,
                     detected_modalities=row.get("detected_modalities") or (),
                     entities=row.get("entities") or (),
                     success=success,

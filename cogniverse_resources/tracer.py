@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Iterator, Literal, Sequence
 
 from opentelemetry.trace import Status, StatusCode
@@ -26,9 +27,12 @@ class RoutingDecision:
     module: str
     query: str
     label: str
-    confidence: float
+    # None when the router has no real figure for it (an LM answer without a fast path): the
+    # attribute is then left out rather than filled with a made-up constant.
+    confidence: float | None
     processing_time_ms: float
     module_version: str
+    path: str = "lm"
     detected_modalities: Sequence[str] = ()
     entities: Sequence[str] = ()
     success: bool | None = None
@@ -43,11 +47,13 @@ class RoutingDecision:
             tc.QUERY: self.query,
             tc.MODULE: self.module,
             tc.MODULE_DECISION_ATTRIBUTE[self.module]: self.label,
-            tc.CONFIDENCE: float(self.confidence),
             tc.PROCESSING_TIME_MS: float(self.processing_time_ms),
             tc.MODULE_VERSION: self.module_version,
             tc.TENANT_ID: tenant_id,
+            tc.PATH: self.path,
         }
+        if self.confidence is not None:
+            attributes[tc.CONFIDENCE] = float(self.confidence)
         if self.module == "cross_modal":
             attributes[tc.NEEDS_FUSION] = self.label != "none"
         if self.detected_modalities:
@@ -105,9 +111,15 @@ class RoutingTracer:
         ):
             yield
 
-    def record(self, decision: RoutingDecision) -> str:
-        """Emit one ``cogniverse.routing`` span; return its span id (hex) for annotations."""
-        with self._tracer.start_as_current_span(tc.SPAN_NAME, attributes=decision.attributes(self.tenant_id)) as span:
+    def record(self, decision: RoutingDecision, start_time: datetime | None = None) -> str:
+        """Emit one ``cogniverse.routing`` span; return its span id (hex) for annotations.
+
+        ``start_time`` (timezone-aware) backdates the span, as a router that exports its spans late
+        (a buffered exporter, a batch upload) does; default: now."""
+        start_ns = None if start_time is None else int(start_time.timestamp() * 1_000_000_000)
+        with self._tracer.start_as_current_span(
+            tc.SPAN_NAME, attributes=decision.attributes(self.tenant_id), start_time=start_ns
+        ) as span:
             if decision.error:
                 span.set_status(Status(StatusCode.ERROR, decision.error))
             else:
@@ -120,7 +132,9 @@ class RoutingTracer:
     def shutdown(self) -> None:
         self._provider.shutdown()
 
-    def annotate(self, feedback: Sequence[Feedback], wait_timeout_s: float = 120.0, spans_ingested: bool = False) -> int:
+    def annotate(
+        self, feedback: Sequence[Feedback], wait_timeout_s: float = 120.0, spans_ingested: bool = False
+    ) -> int:
         """Attach ``routing_feedback`` annotations once Phoenix has the spans; return how many.
 
         Phoenix rejects annotations of spans it has not ingested yet, so unless the caller already

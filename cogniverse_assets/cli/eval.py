@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from cogniverse_resources.config_store import open_config_store
 from cogniverse_assets.cli.common import CliError, add_module_option
 from cogniverse_assets.modules.registry import get_module
+from cogniverse_resources.config_store import open_config_store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,7 +49,8 @@ def read_labeled_jsonl(path: Path, spec) -> tuple[list[dict], list[str]]:  # noq
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from cogniverse_assets.runtime import UNOPTIMIZED_VERSION, Router, load_router
+    from cogniverse_assets.runtime import UNOPTIMIZED_VERSION, Router, load_router, timed_route
+    from cogniverse_assets.scoring import latency_figures
 
     spec = get_module(args.module)
     path = Path(args.data)
@@ -77,9 +78,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
             )
     per_class: dict[str, dict[str, int]] = {}
     correct = 0
+    latencies_ms, paths = [], []
     for index, row in enumerate(rows, start=1):
-        label = router.spec.label_of(router.route(row))
-        hit = label in row["accept"]
+        answer, elapsed_ms = timed_route(router, row)
+        latencies_ms.append(elapsed_ms)
+        paths.append(answer.path)
+        hit = answer.label in row["accept"]
         correct += hit
         stats = per_class.setdefault(row["accept"][0], {"n": 0, "correct": 0})
         stats["n"] += 1
@@ -95,6 +99,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             for label, stats in sorted(per_class.items())
         },
         "module_version": router.version,
+        "fast_path_share": round(paths.count("fast") / len(paths), 4),
+        **latency_figures(latencies_ms, paths),
     }
     if args.json:
         print(json.dumps(result))

@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from cogniverse_resources.config_store import open_config_store
 from cogniverse_assets.cli.common import CliError, add_module_option
+from cogniverse_resources.config_store import open_config_store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_traffic(args: argparse.Namespace) -> int:
-    from cogniverse_resources.phoenix import PhoenixResource
     from cogniverse_assets.traffic import emit_traffic
+    from cogniverse_resources.phoenix import PhoenixResource
 
     store = open_config_store()
     config = store.get(args.tenant)  # unknown tenants are an error, not a silently created project
@@ -64,9 +64,9 @@ def cmd_traffic(args: argparse.Namespace) -> int:
 
 
 def cmd_route(args: argparse.Namespace) -> int:
+    from cogniverse_assets.runtime import load_router, timed_route
     from cogniverse_resources.phoenix import PhoenixResource
     from cogniverse_resources.tracer import RoutingDecision, RoutingTracer
-    from cogniverse_assets.runtime import load_router, timed_route
 
     config = open_config_store().get(args.tenant)
     router = load_router(args.tenant, args.module)
@@ -75,18 +75,37 @@ def cmd_route(args: argparse.Namespace) -> int:
             f"note: no deployed {args.module} module for {args.tenant}; using the unoptimized module", file=sys.stderr
         )
     row = {"query": args.query, "detected_modalities": args.modality or [], "entities": args.entity or []}
-    prediction, elapsed_ms = timed_route(router, row)
-    label = router.spec.label_of(prediction)
+    answer, elapsed_ms = timed_route(router, row)
+    label = answer.label
     span_id = None
     if not args.no_trace:
         tracer = RoutingTracer(PhoenixResource.from_env().for_tenant(config.phoenix_endpoint), args.tenant)
-        span_id = tracer.record(RoutingDecision(
-            module=args.module, query=args.query, label=label, confidence=0.8, processing_time_ms=elapsed_ms,
-            module_version=router.version, detected_modalities=row["detected_modalities"], entities=row["entities"],
-        ))
+        span_id = tracer.record(
+            RoutingDecision(
+                module=args.module,
+                query=args.query,
+                label=label,
+                confidence=answer.confidence,
+                path=answer.path,
+                processing_time_ms=elapsed_ms,
+                module_version=router.version,
+                detected_modalities=row["detected_modalities"],
+                entities=row["entities"],
+            )
+        )
         tracer.shutdown()
-    print(json.dumps({
-        "tenant": args.tenant, "module": args.module, "label": label, "module_version": router.version,
-        "latency_ms": round(elapsed_ms, 1), "span_id": span_id,
-    }))
+    print(
+        json.dumps(
+            {
+                "tenant": args.tenant,
+                "module": args.module,
+                "label": label,
+                "path": answer.path,
+                "confidence": None if answer.confidence is None else round(answer.confidence, 4),
+                "module_version": router.version,
+                "latency_ms": round(elapsed_ms, 1),
+                "span_id": span_id,
+            }
+        )
+    )
     return 0

@@ -63,7 +63,13 @@ def feedback_metric(spec: RoutingModuleSpec):
     reflection LM can rewrite the instruction toward the confusion it sees.
     """
 
-    def metric(gold: dspy.Example, pred: dspy.Prediction, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None) -> dspy.Prediction:
+    def metric(
+        gold: dspy.Example,
+        pred: dspy.Prediction,
+        trace: Any = None,
+        pred_name: str | None = None,
+        pred_trace: Any = None,
+    ) -> dspy.Prediction:
         expected = str(getattr(gold, spec.label_field))
         got = str(getattr(pred, spec.label_field, ""))
         if got == expected:

@@ -12,8 +12,8 @@ from typing import Callable, Mapping
 
 import dspy
 
-from cogniverse_resources import trace_contract as tc
 from cogniverse_assets.modules.signatures import CrossModalSignature, ModalitySignature, RoutingSignature
+from cogniverse_resources import trace_contract as tc
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,8 @@ class RoutingModuleSpec:
     label_meanings: Mapping[str, str]
     # Content modalities a synthetic query for a label should be grounded in (empty: any one).
     content_modalities: Mapping[str, tuple[str, ...]]
+    # Output fields other than the label that follow from it (a complete demo needs them).
+    derived_outputs: Callable[[str], dict[str, object]] = lambda label: {}
 
     @property
     def decision_attribute(self) -> str:
@@ -40,14 +42,24 @@ class RoutingModuleSpec:
     def label_of(self, prediction: dspy.Prediction) -> str:
         return str(getattr(prediction, self.label_field))
 
+    def outputs_for(self, label: str) -> dict[str, object]:
+        """Every output field of the signature for an example whose label is ``label``."""
+        return {**self.derived_outputs(label), self.label_field: label}
+
     def program(self) -> dspy.Module:
         """The unoptimized module: one ``Predict`` over the signature."""
         return dspy.Predict(self.signature)
 
     def load_program(self, payload: Mapping[str, object]) -> dspy.Module:
-        """A stored (JSON) module version back as a program."""
+        """A stored (JSON) module version back as a program: a ``Predict`` with its demos and
+        instructions, or a retrieved-demos module when the state carries a demo pool."""
+        from cogniverse_assets.modules.demos import RetrievedDemos
+
+        state = payload["state"]
+        if "retrieval" in state:
+            return RetrievedDemos.from_state(self, state)
         program = self.program()
-        program.load_state(payload["state"])
+        program.load_state(state)
         return program
 
 
@@ -97,7 +109,13 @@ ROUTING_MODULES: dict[str, RoutingModuleSpec] = {
                 "weighted": "one kind of content is primary and another one supports it",
                 "maxsim": "match one specific detail or moment across two kinds of content",
             },
-            content_modalities={"none": (), "rrf": ("video", "text"), "weighted": ("document", "video"), "maxsim": ("image", "video")},
+            content_modalities={
+                "none": (),
+                "rrf": ("video", "text"),
+                "weighted": ("document", "video"),
+                "maxsim": ("image", "video"),
+            },
+            derived_outputs=lambda label: {"needs_fusion": label != "none"},
         ),
         RoutingModuleSpec(
             name="routing",
@@ -129,7 +147,9 @@ ROUTING_MODULES: dict[str, RoutingModuleSpec] = {
     )
 }
 assert tuple(ROUTING_MODULES) == tc.MODULE_NAMES
-assert all(set(spec.label_meanings) == set(spec.labels) == set(spec.content_modalities) for spec in ROUTING_MODULES.values())
+assert all(
+    set(spec.label_meanings) == set(spec.labels) == set(spec.content_modalities) for spec in ROUTING_MODULES.values()
+)
 
 
 def get_module(name: str) -> RoutingModuleSpec:

@@ -1,5 +1,5 @@
 from cogniverse_assets.modules.registry import get_module
-from cogniverse_assets.scoring import MIN_N_FOR_INTERVAL, paired_bootstrap_interval, promotion_decision, score_examples
+from cogniverse_assets.scoring import MIN_N_FOR_INTERVAL, paired_comparison, promotion_decision, score_examples
 
 SPEC = get_module("modality")
 
@@ -55,5 +55,32 @@ def test_collapsing_one_class_blocks_promotion():
 
 def test_bootstrap_interval_is_seeded_and_ordered():
     a, b = [True] * 30 + [False] * 10, [True] * 20 + [False] * 20
-    low, high = paired_bootstrap_interval(a, b, seed=1)
-    assert low <= 0.25 <= high and (low, high) == paired_bootstrap_interval(a, b, seed=1)
+    first = paired_comparison(a, b, seed=1)
+    assert first.low <= 0.25 <= first.high and first == paired_comparison(a, b, seed=1)
+
+
+def test_mcnemar_counts_only_discordant_pairs():
+    # 10 examples only the candidate gets right, none the other way: p = 2 * 0.5**10
+    comparison = paired_comparison([True] * 10 + [True] * 5 + [False] * 5, [False] * 10 + [True] * 5 + [False] * 5)
+    assert (comparison.wins, comparison.losses) == (10, 0)
+    assert abs(comparison.mcnemar_p - 2 * 0.5**10) < 1e-12
+    balanced = paired_comparison([True, False] * 10, [False, True] * 10)
+    assert balanced.mcnemar_p == 1.0 and balanced.gain == 0.0
+    wider = paired_comparison([True] * 30 + [False] * 10, [True] * 20 + [False] * 20, level=0.95)
+    assert wider.high - wider.low > first_width(0.90)
+
+
+def first_width(level: float) -> float:
+    narrow = paired_comparison([True] * 30 + [False] * 10, [True] * 20 + [False] * 20, level=level)
+    return narrow.high - narrow.low
+
+
+def test_a_candidate_graded_on_synthetic_validation_is_never_promoted():
+    deployed = _scores(GOLD, _with_errors(set(range(0, 40, 3))))
+    candidate = _scores(GOLD, _with_errors({0, 9}))
+    assert promotion_decision(candidate, deployed, validation_source="real")[0]  # the same figures on real data
+    for source in ("synthetic (0 annotated < 5)", "none (3 annotated < 5)", "unknown"):
+        promote, reasons, figures = promotion_decision(candidate, deployed, validation_source=source)
+        assert not promote
+        assert any(source in reason and "never promoted automatically" in reason for reason in reasons)
+        assert figures["validation_source"] == source and figures["interval"][0] > 0  # still reported

@@ -1,14 +1,13 @@
-"""The modality lane end to end with the real local LM: traces → training set → plan →
-BootstrapFewShot → a stored JSON module that loads back and answers."""
+"""The modality lane end to end with the real local LM: traces → training set → plan → a compiled
+module (BootstrapFewShot when preferred; the default plan's demo optimizer otherwise) → a stored
+JSON module that loads back and answers, and that beats the unoptimized module on the held-out
+validation split."""
 
 import json
 
 import dspy
 import pytest
 
-from cogniverse_resources.artifacts import DSPyModuleIOManager, load_module_payload, write_bytes_atomic
-from cogniverse_resources.content import ContentBackendResource
-from cogniverse_resources.lm import LanguageModelResource
 from cogniverse_assets.assets.optimization_plan import PLAN_FILE, optimization_plan_assets
 from cogniverse_assets.assets.routing_traces import routing_traces_assets
 from cogniverse_assets.assets.synthetic_examples import synthetic_examples_assets
@@ -16,13 +15,28 @@ from cogniverse_assets.assets.trained_module import trained_module_assets
 from cogniverse_assets.assets.training_set import training_set_assets
 from cogniverse_assets.modules.registry import get_module
 from cogniverse_assets.traffic import emit_traffic
+from cogniverse_resources.artifacts import DSPyModuleIOManager, load_module_payload, write_bytes_atomic
+from cogniverse_resources.content import ContentBackendResource
+from cogniverse_resources.lm import LanguageModelResource
 
-MODALITY_LANE = [assets[0] for assets in (routing_traces_assets, synthetic_examples_assets, training_set_assets, optimization_plan_assets, trained_module_assets)]
+MODALITY_LANE = [
+    assets[0]
+    for assets in (
+        routing_traces_assets,
+        synthetic_examples_assets,
+        training_set_assets,
+        optimization_plan_assets,
+        trained_module_assets,
+    )
+]
 
 
 def _resources(env):
-    return dict(content=ContentBackendResource(vespa_url=""), lm=LanguageModelResource(),
-                dspy_module_io_manager=DSPyModuleIOManager(root=env.artifacts.root))
+    return dict(
+        content=ContentBackendResource(vespa_url=""),
+        lm=LanguageModelResource(),
+        dspy_module_io_manager=DSPyModuleIOManager(root=env.artifacts.root),
+    )
 
 
 def test_skip_plan_produces_no_module_and_no_failure(tenant_env):
@@ -38,8 +52,17 @@ def test_skip_plan_produces_no_module_and_no_failure(tenant_env):
 
 @pytest.mark.lm
 def test_modality_lane_trains_and_stores_a_loadable_module(tenant_env, local_lm):
-    tenant = tenant_env.add("train", use_synthetic_data=False)
-    emit_traffic(tenant_env.phoenix, tenant, n=45, feedback_rate=1.0, accuracy=0.75, seed=22, progress=False, modules=["modality"])
+    tenant = tenant_env.add("train", use_synthetic_data=False, preferred_optimizer="bootstrap")
+    emit_traffic(
+        tenant_env.phoenix,
+        tenant,
+        n=45,
+        feedback_rate=1.0,
+        accuracy=0.75,
+        seed=22,
+        progress=False,
+        modules=["modality"],
+    )
     result = tenant_env.materialize(MODALITY_LANE, tenant, **_resources(tenant_env))
     assert result.success
     (event,) = result.asset_materializations_for_node(trained_module_assets[0].op.name)
@@ -65,9 +88,39 @@ def test_modality_lane_trains_and_stores_a_loadable_module(tenant_env, local_lm)
     assert plan["training_fingerprint"] == payload["plan"]["training_fingerprint"]
 
 
+@pytest.mark.lm
+def test_the_default_plan_beats_the_unoptimized_module_on_held_out_validation(tenant_env, local_lm):
+    """Nothing here makes "better" true by construction: the labels are the corpus's gold labels, the
+    candidate and the unoptimized module answer the same held-out split on the real local LM."""
+    from cogniverse_assets.assets.evaluation import evaluation_assets, read_evaluation
+    from cogniverse_assets.optimizers import DEMO_OPTIMIZERS
+
+    tenant = tenant_env.add("default", use_synthetic_data=False)
+    emit_traffic(
+        tenant_env.phoenix,
+        tenant,
+        n=150,
+        feedback_rate=1.0,
+        accuracy=0.75,
+        seed=24,
+        progress=False,
+        modules=["modality"],
+    )
+    lane = [*MODALITY_LANE, evaluation_assets[0]]
+    result = tenant_env.materialize(lane, tenant, raise_on_error=False, **_resources(tenant_env))
+    plan = tenant_env.artifacts.read_json(tenant_env.artifacts.path(tenant, "modality", PLAN_FILE))
+    assert plan["decision"] == "train" and plan["optimizer"] in DEMO_OPTIMIZERS, plan["reasons"]
+    (trained,) = result.asset_materializations_for_node(trained_module_assets[0].op.name)
+    assert trained.metadata["lm_calls"].value == 0  # the default plan compiles without LM calls
+    evaluation = read_evaluation(tenant_env.artifacts, tenant, "modality")
+    assert evaluation.deployed_version == "unoptimized" and evaluation.validation_size >= 30
+    assert evaluation.candidate["accuracy"] > evaluation.deployed["accuracy"], evaluation.reasons
+
+
 def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
-    from upath import UPath
     import os
+
+    from upath import UPath
 
     target = UPath(tmp_path / "modules" / "v1.json")
     write_bytes_atomic(target, b'{"version": "v0"}')
@@ -91,9 +144,20 @@ def test_lm_killed_mid_compile_stores_nothing_and_keeps_the_deployment(tenant_en
     from cogniverse_resources.config_store import DeploymentRecord
 
     tenant = tenant_env.add("lmkill", use_synthetic_data=False, preferred_optimizer="bootstrap")
-    emit_traffic(tenant_env.phoenix, tenant, n=45, feedback_rate=1.0, accuracy=0.75, seed=23, progress=False, modules=["modality"])
+    emit_traffic(
+        tenant_env.phoenix,
+        tenant,
+        n=45,
+        feedback_rate=1.0,
+        accuracy=0.75,
+        seed=23,
+        progress=False,
+        modules=["modality"],
+    )
     modules_dir = tenant_env.artifacts.path(tenant, "modality", "modules")
-    tenant_env.artifacts.write_json(modules_dir / "v0.json", {"version": "v0", "state": get_module("modality").program().dump_state()})
+    tenant_env.artifacts.write_json(
+        modules_dir / "v0.json", {"version": "v0", "state": get_module("modality").program().dump_state()}
+    )
     store = tenant_env.config_store.store()
     store.record_deployment(DeploymentRecord(tenant, "modality", "v0", "promote", "test"))
 
