@@ -3,22 +3,34 @@
 Strategy by the number of labeled real examples ``n`` of one tenant × module:
 
 - ``n < COLD_START_MAX_REAL``  → **synthetic_only** (cold start): train on synthetic examples; every
-  real label there is goes to validation.
+  human/LLM-annotated label there is goes to validation.
 - ``n < PURE_REAL_MIN``        → **hybrid**: ``synthetic_data_ratio`` is exactly the fraction of the
   final *training* examples that are synthetic.
 - otherwise                    → **pure_real**: synthetic data is not used.
 
 ``use_synthetic_data=False`` turns the first two into real-only training.
 
-Validation is real data only whenever real labels exist (synthetic data never grades a model),
-preferring human and LLM annotations over the router's own confident answers, stratified by label
-and seeded. A query never appears in both splits. When real data exceed ``REPLAY_BUFFER_SIZE``,
-training examples are drawn by experience replay: weighted by label confidence, by the rarity of
-their label (diversity) and by the shaped reward of the request they came from — not the newest N.
+One example per normalized query: the label of highest precedence wins (human > llm > router),
+the newest within the same kind (``start_time``, else row order).
+
+Validation grades on human and LLM annotations only — never on the router's own answers. Each
+normalized query belongs to the validation side once and for all by a seeded hash (uniform in
+[0, 1), below ``VALIDATION_FRACTION``), so a query trained on stays in training when more data
+arrive. The split is topped up in hash order to ``MIN_VALIDATION_EXAMPLES`` and to one example of
+every label, and capped at ``MAX_VALIDATION_EXAMPLES`` by dropping the largest hashes. Router-labeled
+queries on the validation side are held out of training (they are graded once annotated). With
+fewer than ``MIN_VALIDATION_EXAMPLES`` annotations there is no validation split
+(``validation_source`` says why), except in cold start with no usable annotation, where held-out
+synthetic data grade (``validation_source`` starts with "synthetic"; never promoted automatically).
+
+When real data exceed ``REPLAY_BUFFER_SIZE``, training examples are drawn by experience replay:
+weighted by label confidence, by the rarity of their label (diversity) and by the shaped reward of
+the request they came from — not the newest N.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections import Counter, defaultdict
@@ -26,8 +38,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from cogniverse_resources.tenant import RoutingConfig
 from cogniverse_assets.modules.metrics import shaped_reward
+from cogniverse_resources.tenant import RoutingConfig
 
 COLD_START_MAX_REAL = 20
 PURE_REAL_MIN = 200
@@ -39,6 +51,9 @@ COLD_START_SYNTHETIC_EXAMPLES = 40
 # Zero-reward experiences keep a floor of priority so that they are still replayed now and then.
 REWARD_FLOOR = 0.2
 PROVENANCE_WEIGHT = {"human": 1.0, "llm": 0.8, "router": 0.6, "synthetic": 0.5}
+# Label precedence when one normalized query has several labeled examples (lower wins).
+LABEL_PRECEDENCE = {"human": 0, "llm": 1, "router": 2}
+ANNOTATED = ("human", "llm")
 
 
 @dataclass(frozen=True)
@@ -164,19 +179,88 @@ class TrainingSet:
         return float((self.train["provenance"] == "synthetic").mean())
 
 
-def build_training_set(real: pd.DataFrame, synthetic: pd.DataFrame, config: RoutingConfig, seed: int = 0) -> TrainingSet:
+def split_hash(key: str, seed: int = 0) -> float:
+    """A normalized query's fixed place in [0, 1): below ``VALIDATION_FRACTION`` it is validation."""
+    digest = hashlib.sha256(f"{seed}\x1f{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def dedupe_by_precedence(real: pd.DataFrame) -> pd.DataFrame:
+    """One row per normalized query (``_key``): human > llm > router, the newest within a kind.
+
+    Newest by ``start_time`` when the rows have one, else the later row; the kept rows stay in
+    their original order."""
+    times = (
+        pd.to_datetime(real["start_time"], utc=True, errors="coerce", format="ISO8601")
+        if "start_time" in real and len(real)
+        else pd.Series(pd.NaT, index=real.index, dtype="datetime64[ns, UTC]")
+    )
+    ranked = real.assign(
+        _rank=real["provenance"].map(LABEL_PRECEDENCE).fillna(len(LABEL_PRECEDENCE)),
+        _time=times,
+        _order=range(len(real)),
+    )
+    # Per key: best rank first, then newest time (unknown times count as oldest), then the later row.
+    ranked = ranked.sort_values(
+        ["_key", "_rank", "_time", "_order"], ascending=[True, True, False, False], na_position="last", kind="stable"
+    )
+    kept = ranked.drop_duplicates("_key", keep="first").sort_values("_order", kind="stable")
+    return kept.drop(columns=["_rank", "_time", "_order"])
+
+
+def pick_validation(annotated: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, float]:
+    """The annotated rows that grade, and the hash threshold of the validation side.
+
+    Rows hashed below the threshold (``fraction``, lowered by the cap), topped up in hash order to
+    ``MIN_VALIDATION_EXAMPLES`` and to one row of each label, at most ``MAX_VALIDATION_EXAMPLES``.
+    Everything is decided by hash order, so it never depends on the run or on the row order."""
+    ordered = annotated.sort_values(["_u", "_key"], kind="stable")
+    threshold = fraction
+    while True:
+        natural = ordered[ordered["_u"] < threshold]
+        extra = ordered[ordered["_u"] >= threshold].iloc[: max(0, MIN_VALIDATION_EXAMPLES - len(natural))]
+        chosen = pd.concat([natural, extra])
+        covered = set(chosen["label"])
+        promoted = ordered[~ordered.index.isin(chosen.index) & ~ordered["label"].isin(covered)]
+        promoted = promoted.drop_duplicates("label", keep="first")  # each missing label's smallest hash
+        if len(chosen) + len(promoted) <= MAX_VALIDATION_EXAMPLES or len(natural) <= MIN_VALIDATION_EXAMPLES:
+            break
+        keep = max(MIN_VALIDATION_EXAMPLES, MAX_VALIDATION_EXAMPLES - len(promoted))
+        threshold = float(ordered["_u"].iloc[keep])  # drop the largest hashes: the first `keep` rows stay
+    validation = pd.concat([chosen, promoted])
+    return annotated.loc[sorted(validation.index)], threshold
+
+
+def build_training_set(
+    real: pd.DataFrame, synthetic: pd.DataFrame, config: RoutingConfig, seed: int = 0
+) -> TrainingSet:
     """Blend labeled real examples (provenance human/llm/router) with synthetic ones and split."""
     notes: list[str] = []
-    real = real.assign(_key=real["query"].map(normalize_query)).drop_duplicates("_key", keep="last")
+    real = dedupe_by_precedence(real.assign(_key=real["query"].map(normalize_query)))
+    real = real.assign(_u=[split_hash(key, seed) for key in real["_key"]])
     plan = blend_plan(len(real), config)
 
-    annotated = real[real["provenance"].isin(["human", "llm"])]
-    pool = annotated if len(annotated) >= MIN_VALIDATION_EXAMPLES else real
-    validation = stratified_pick(pool, min(validation_size(len(real)), len(pool)), seed)
-    validation_source = "real" if len(validation) else "none"
-    train_real = real.drop(index=validation.index)
-    # A query that is graded must not also be taught.
+    annotated = real[real["provenance"].isin(ANNOTATED)]
+    if len(annotated) >= MIN_VALIDATION_EXAMPLES:
+        # Cold start trains on no real example: every annotation may grade.
+        fraction = 1.0 if plan.strategy == "synthetic_only" else VALIDATION_FRACTION
+        validation, threshold = pick_validation(annotated, fraction)
+        validation_source = "real"
+    else:
+        validation, threshold = annotated.iloc[0:0], VALIDATION_FRACTION
+        validation_source = f"none ({len(annotated)} annotated < {MIN_VALIDATION_EXAMPLES})"
+        notes.append(
+            f"only {len(annotated)} human/LLM-annotated examples (< {MIN_VALIDATION_EXAMPLES}): no validation "
+            "split, a candidate cannot be graded (the router's own answers never grade)"
+        )
+    # The validation side of the hash is never taught, annotated yet or not.
+    held_out = real[(real["_u"] < threshold) & ~real.index.isin(validation.index)]
+    train_real = real.drop(index=validation.index.union(held_out.index))
     train_real = train_real[~train_real["_key"].isin(set(validation["_key"]))]
+    if len(held_out) and plan.strategy != "synthetic_only":
+        notes.append(
+            f"{len(held_out)} examples on the validation side of the split are not trained on (graded once annotated)"
+        )
 
     if plan.strategy == "synthetic_only":
         train_real = train_real.iloc[0:0]
@@ -184,22 +268,35 @@ def build_training_set(real: pd.DataFrame, synthetic: pd.DataFrame, config: Rout
         notes.append(f"experience replay kept {REPLAY_BUFFER_SIZE} of {len(train_real)} real training examples")
         train_real = replay_sample(train_real, REPLAY_BUFFER_SIZE, seed)
 
-    synthetic = synthetic.assign(_key=synthetic["query"].map(normalize_query)) if len(synthetic) else synthetic.assign(_key=[])
+    synthetic = (
+        synthetic.assign(_key=synthetic["query"].map(normalize_query)) if len(synthetic) else synthetic.assign(_key=[])
+    )
     synthetic = synthetic[~synthetic["_key"].isin(set(real["_key"]))].drop_duplicates("_key")
     if plan.strategy == "hybrid":
         wanted = synthetic_count_for_ratio(len(train_real), config.synthetic_data_ratio)
         if len(synthetic) < wanted:
-            notes.append(f"only {len(synthetic)} of {wanted} synthetic examples available: the synthetic fraction is below the configured ratio")
+            notes.append(
+                f"only {len(synthetic)} of {wanted} synthetic examples available: the synthetic fraction is "
+                "below the configured ratio"
+            )
         synthetic = stratified_pick(synthetic, min(wanted, len(synthetic)), seed) if len(synthetic) else synthetic
     elif plan.strategy == "pure_real":
         synthetic = synthetic.iloc[0:0]
 
     if validation.empty and plan.strategy == "synthetic_only" and len(synthetic) >= 2 * MIN_VALIDATION_EXAMPLES:
-        # No real label exists yet: the only possible grader is held-out synthetic data. Say so.
-        validation = stratified_pick(synthetic, validation_size(len(synthetic) * 4) // 4 or MIN_VALIDATION_EXAMPLES, seed)
+        # Too few annotations to grade: the only possible grader is held-out synthetic data. Say so;
+        # the promotion decision refuses to promote on it.
+        validation = stratified_pick(
+            synthetic, validation_size(len(synthetic) * 4) // 4 or MIN_VALIDATION_EXAMPLES, seed
+        )
         synthetic = synthetic.drop(index=validation.index)
-        validation_source = "synthetic (no real labels yet)"
-        notes.append("validation is synthetic because the tenant has no labeled real data yet")
+        validation_source = f"synthetic ({len(annotated)} annotated < {MIN_VALIDATION_EXAMPLES})"
+        notes.append(
+            "validation is synthetic because the tenant has too few annotated real examples: "
+            "a candidate graded on it is never promoted automatically"
+        )
 
-    train = pd.concat([train_real, synthetic], ignore_index=True).drop(columns="_key")
-    return TrainingSet(plan, train, validation.drop(columns="_key").reset_index(drop=True), validation_source, notes)
+    helpers = ["_key", "_u"]
+    train = pd.concat([train_real, synthetic], ignore_index=True).drop(columns=helpers, errors="ignore")
+    validation = validation.drop(columns=helpers, errors="ignore").reset_index(drop=True)
+    return TrainingSet(plan, train, validation, validation_source, notes)

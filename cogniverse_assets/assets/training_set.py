@@ -1,26 +1,45 @@
 """``<module>/training_set``: real and synthetic examples blended progressively, split into train
 and a real-only validation set (see ``cogniverse_assets.blending`` for the rules).
 
-Reads the example table and the synthetic table; writes the training set table (``split`` column).
+Reads the example table and the synthetic table; writes the training set table (``split`` column,
+and ``validation_source`` on every row: what the validation split is — "real" (human/LLM
+annotations), "synthetic (...)" or "none (...)" — which the promotion decision needs).
 """
-
-from datetime import timedelta
 
 import dagster as dg
 import pandas as pd
 
-from cogniverse_resources.artifacts import ArtifactStore
-from cogniverse_resources.config_store import ConfigStoreResource
-from cogniverse_assets.assets.lane import lane_asset
-from cogniverse_assets.assets.routing_traces import tenant_config
+from cogniverse_assets.assets.lane import DEFAULT_INTERVAL, lane_asset, tenant_config
 from cogniverse_assets.assets.synthetic_examples import SYNTHETIC_TABLE, labeled_real
 from cogniverse_assets.blending import build_training_set
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
 from cogniverse_assets.synthetic import SYNTHETIC_COLUMNS
+from cogniverse_resources.artifacts import ArtifactStore
+from cogniverse_resources.config_store import ConfigStoreResource
 
 TRAINING_SET_TABLE = "training_set"
-DEFAULT_INTERVAL = timedelta(seconds=3600)  # RoutingConfig's default; per-tenant intervals are the sensor's job
-TRAINING_COLUMNS = ["query", "detected_modalities", "entities", "label", "provenance", "label_score", "span_id"]
+# router_label: what the deployed router answered in production (real evidence of the LM module's accuracy)
+TRAINING_COLUMNS = [
+    "query",
+    "detected_modalities",
+    "entities",
+    "label",
+    "provenance",
+    "label_score",
+    "span_id",
+    "router_label",
+]
+# What the validation split of a table without the column is: unknown, so never promoted on.
+UNKNOWN_VALIDATION_SOURCE = "unknown (training set written before validation_source was recorded)"
+
+
+def validation_source_of(table: pd.DataFrame | None) -> str:
+    """The stored training set's ``validation_source``; "none" for an empty table."""
+    if table is None or not len(table):
+        return "none (no training set)"
+    if "validation_source" not in table:
+        return UNKNOWN_VALIDATION_SOURCE
+    return str(table["validation_source"].iloc[0])
 
 
 def _counts(frame: pd.DataFrame, column: str) -> dict[str, int]:
@@ -29,13 +48,19 @@ def _counts(frame: pd.DataFrame, column: str) -> dict[str, int]:
 
 def build_training_set_asset(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
     @lane_asset(
-        spec, "training_set", after=("routing_traces", "synthetic_examples"),
+        spec,
+        "training_set",
+        after=("routing_traces", "synthetic_examples"),
         kinds={"parquet"},
-        freshness_policy=dg.FreshnessPolicy.time_window(fail_window=3 * DEFAULT_INTERVAL, warn_window=2 * DEFAULT_INTERVAL),
+        freshness_policy=dg.FreshnessPolicy.time_window(
+            fail_window=3 * DEFAULT_INTERVAL, warn_window=2 * DEFAULT_INTERVAL
+        ),
         description=f"Reads the `{spec.name}` example and synthetic tables; writes the blended training "
         "set with a stratified, real-only validation split.",
     )
-    def training_set(context: dg.AssetExecutionContext, config_store: ConfigStoreResource, artifacts: ArtifactStore) -> dg.MaterializeResult:
+    def training_set(
+        context: dg.AssetExecutionContext, config_store: ConfigStoreResource, artifacts: ArtifactStore
+    ) -> dg.MaterializeResult:
         config = tenant_config(config_store, context.partition_key)
         real = labeled_real(artifacts, config.tenant_id, spec.name)
         synthetic = artifacts.read_table(config.tenant_id, spec.name, SYNTHETIC_TABLE)
@@ -47,7 +72,7 @@ def build_training_set_asset(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
                 result.validation.reindex(columns=TRAINING_COLUMNS).assign(split="validation"),
             ],
             ignore_index=True,
-        )
+        ).assign(validation_source=result.validation_source)
         path = artifacts.write_table(config.tenant_id, spec.name, TRAINING_SET_TABLE, table)
         return dg.MaterializeResult(
             metadata={
