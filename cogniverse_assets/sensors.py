@@ -1,5 +1,7 @@
-"""Sensors: keep the ``tenants`` partitions in sync with the config store, and start a module's
-optimization lane for a tenant when it has enough new labeled traces and its interval has passed."""
+"""Sensors: keep the ``tenants`` partitions in sync with the config store, start a module's
+optimization lane for a tenant when it has enough new labeled traces and its interval has passed
+(or, after a failed run, again on its next interval: up to ``MAX_LANE_RETRIES`` attempts), and
+record failed lane steps."""
 
 from __future__ import annotations
 
@@ -12,12 +14,12 @@ from typing import Iterable
 import dagster as dg
 from dagster import DagsterEventType
 
-from cogniverse_resources.config_store import ConfigStoreResource
-from cogniverse_resources.phoenix import LaneCountRequest, PhoenixResource, PhoenixUnavailable
-from cogniverse_resources.tenant import InvalidTenantId, RoutingConfig, validate_tenant_id
 from cogniverse_assets.assets.lane import lane_keys
 from cogniverse_assets.modules.registry import ROUTING_MODULES
 from cogniverse_assets.partitions import tenants_partitions
+from cogniverse_resources.config_store import ConfigStoreResource
+from cogniverse_resources.phoenix import LaneCountRequest, PhoenixResource, PhoenixUnavailable
+from cogniverse_resources.tenant import InvalidTenantId, RoutingConfig, validate_tenant_id
 
 # A lane is "optimized" once its plan ran (a skip is a finished optimization too).
 COMPLETION_STAGE = "optimization_plan"
@@ -27,6 +29,12 @@ DEFERRED = "exact count deferred to a later tick"  # the verdict of a lane the t
 # Dagster's 60 s sensor timeout; the remaining lanes are counted on the following ticks.
 COUNT_BUDGET_S = 3.0
 MAX_SKIP_REASONS = 60  # a tick's skip message lists this many tenant × module verdicts at most
+RUN = "run"  # the verdict of a lane with enough new labeled traces
+# A lane whose run failed is run again on its next interval without new labels, until this many
+# consecutive attempts have failed; then it waits for another min_samples_for_optimization new
+# labeled traces (counted from the last failure), which start a new round of attempts.
+MAX_LANE_RETRIES = 3
+ATTEMPT_TAG = "attempt"  # run tag: which attempt of its round a lane run is (1 = started by new labels)
 
 
 @dg.sensor(
@@ -55,10 +63,21 @@ def tenant_discovery_sensor(context: dg.SensorEvaluationContext, config_store: C
     return dg.SensorResult(dynamic_partitions_requests=[tenants_partitions.build_add_request(new)])
 
 
+@dataclass(frozen=True)
+class LaneFailure:
+    """The latest failed step of a lane, as ``lane_failure_sensor`` recorded it."""
+
+    moment: datetime
+    storage_id: int
+    attempt: int  # the failed run's ATTEMPT_TAG (1 when it had none: a backfill, a UI launch)
+    run_id: str
+
+
 @dataclass
 class LaneCheck:
-    """One tenant × module lane: when it last completed and, once decided, its verdict. The one
-    mutable record of a tick: each step below writes the verdicts it can decide."""
+    """One tenant × module lane: when it last completed, whether its last run failed and, once
+    decided, its verdict. The one mutable record of a tick: each step below writes the verdicts it
+    can decide."""
 
     tenant_id: str
     module: str
@@ -66,15 +85,43 @@ class LaneCheck:
     last_success_id: int | None
     new_labeled: int | None = None
     verdict: str = ""
+    failure: LaneFailure | None = None  # set only when the lane's last run failed (after its last success)
+    attempt: int = 1  # the attempt a run requested now would be
 
     @property
     def name(self) -> str:
         return f"{self.tenant_id}/{self.module}"
 
+    @property
+    def retries_spent(self) -> bool:
+        return self.failure is not None and self.failure.attempt >= MAX_LANE_RETRIES
+
+    @property
+    def last_attempt(self) -> datetime | None:
+        """When the lane last finished, successfully or not: its interval runs from here."""
+        moments = [moment for moment in (self.last_success, self.failure and self.failure.moment) if moment]
+        return max(moments) if moments else None
+
+    @property
+    def count_from(self) -> datetime | None:
+        """Where its new labeled traces start: the last success, or the last failure once the
+        retries are spent (the labels the failed attempts had do not start another round)."""
+        return self.failure.moment if self.retries_spent else self.last_success
+
+    @property
+    def requested(self) -> bool:
+        return self.verdict == RUN or self.attempt > 1
+
+    def waiting(self, reason: str) -> str:
+        """A not-enough-labels verdict, saying so when the lane waits after spent retries."""
+        if self.retries_spent:
+            return f"{self.failure.attempt} failed attempts: waiting for new labels ({reason})"
+        return reason
+
     def counted(self, new_labeled: int, needed: int) -> None:
         """Decide the lane from an exact count of its new labeled traces."""
         self.new_labeled = new_labeled
-        self.verdict = "run" if new_labeled >= needed else f"{new_labeled} new labeled traces < {needed}"
+        self.verdict = RUN if new_labeled >= needed else self.waiting(f"{new_labeled} new labeled traces < {needed}")
 
 
 @dataclass(frozen=True)
@@ -98,10 +145,10 @@ class DueTenant:
         return self.config.min_samples_for_optimization
 
     def since(self, lane: LaneCheck) -> datetime:
-        """Where the lane's new traces start: its last success, or the lookback start if later."""
-        if lane.last_success is None:
+        """Where the lane's new traces start: ``lane.count_from``, or the lookback start if later."""
+        if lane.count_from is None:
             return self.lookback_start
-        return max(lane.last_success, self.lookback_start)
+        return max(lane.count_from, self.lookback_start)
 
 
 @dataclass(frozen=True)
@@ -146,25 +193,85 @@ def last_successful_optimizations(
     return found
 
 
+def last_lane_failures(
+    instance: dg.DagsterInstance, tenant_ids: list[str], last: dict[tuple[str, str], tuple[datetime, int]]
+) -> dict[tuple[str, str], LaneFailure]:
+    """The lanes whose last run failed: ``{(tenant, module): failure}`` for each lane whose latest
+    failure observation (``lane_failure_sensor``, on any stage of the lane) is newer than its last
+    success in ``last``. A failure after the plan (in ``trained_module``, ``evaluation`` or
+    ``deployment``) counts too: its observation comes after the failed run's plan.
+
+    Storage is asked once per lane stage for all tenants at once, plus one read per stage that holds
+    a failure newer than its lane's success (usually none), so the cost does not grow with the
+    number of tenants. A run that fails without a failed step (its worker died) leaves no
+    observation and is not retried."""
+    if not tenant_ids:
+        return {}
+    latest: dict[tuple[str, str], tuple[int, dg.AssetKey]] = {}
+    for module in ROUTING_MODULES:
+        for key in lane_keys(module):
+            by_tenant = instance.get_latest_storage_id_by_partition(
+                key, DagsterEventType.ASSET_OBSERVATION, partitions=set(tenant_ids)
+            )
+            for tenant_id, storage_id in by_tenant.items():
+                lane = (tenant_id, module)
+                success_id = last[lane][1] if lane in last else -1
+                if storage_id > success_id and storage_id > latest.get(lane, (-1, key))[0]:
+                    latest[lane] = (storage_id, key)
+    wanted: dict[dg.AssetKey, dict[int, tuple[str, str]]] = {}
+    for lane, (storage_id, key) in latest.items():
+        wanted.setdefault(key, {})[storage_id] = lane
+    found: dict[tuple[str, str], LaneFailure] = {}
+    for key, lanes in wanted.items():
+        records = instance.fetch_observations(
+            dg.AssetRecordsFilter(asset_key=key, storage_ids=list(lanes)), limit=len(lanes)
+        ).records
+        for record in records:
+            metadata = {name: value.value for name, value in record.asset_observation.metadata.items()}
+            if metadata.get("status") != "failed":
+                continue
+            attempt = metadata.get(ATTEMPT_TAG)
+            found[lanes[record.storage_id]] = LaneFailure(
+                moment=datetime.fromtimestamp(record.timestamp, tz=timezone.utc),
+                storage_id=record.storage_id,
+                attempt=attempt if isinstance(attempt, int) and attempt > 0 else 1,
+                run_id=str(metadata.get("run_id") or record.run_id),
+            )
+    return found
+
+
 def rotation(tenant_ids: Iterable[str], resume_from: str | None) -> list[str]:
     """Tenants in order, starting at ``resume_from`` (where the last tick's budget ran out) and
     wrapping around."""
     ordered = sorted(tenant_ids)
     if resume_from is None:
         return ordered
-    return [tenant for tenant in ordered if tenant >= resume_from] + [tenant for tenant in ordered if tenant < resume_from]
+    return [tenant for tenant in ordered if tenant >= resume_from] + [
+        tenant for tenant in ordered if tenant < resume_from
+    ]
 
 
 def due_lanes(
-    configs: list[RoutingConfig], last: dict[tuple[str, str], tuple[datetime, int]], now: datetime
+    configs: list[RoutingConfig],
+    last: dict[tuple[str, str], tuple[datetime, int]],
+    now: datetime,
+    failures: dict[tuple[str, str], LaneFailure] | None = None,
 ) -> tuple[list[LaneCheck], list[DueTenant]]:
-    """Every lane of every tenant, and the tenants with lanes to count. Lanes of disabled tenants
-    and lanes inside their interval get their verdict here, without asking Phoenix."""
+    """Every lane of every tenant, and the tenants with lanes to count. Lanes of disabled tenants,
+    lanes inside their interval (from their last success or failure) and lanes to retry after a
+    failed run (``failures``: from ``last_lane_failures``) get their verdict here, without asking
+    Phoenix."""
+    failures = failures or {}
     checks: list[LaneCheck] = []
     due: list[DueTenant] = []
     for config in configs:
         lanes = [
-            LaneCheck(config.tenant_id, module, *last.get((config.tenant_id, module), (None, None)))
+            LaneCheck(
+                config.tenant_id,
+                module,
+                *last.get((config.tenant_id, module), (None, None)),
+                failure=failures.get((config.tenant_id, module)),
+            )
             for module in ROUTING_MODULES
         ]
         checks += lanes
@@ -175,9 +282,15 @@ def due_lanes(
         interval = timedelta(seconds=config.optimization_interval_seconds)
         waiting = []
         for lane in lanes:
-            if lane.last_success is not None and now - lane.last_success < interval:
-                remaining = interval - (now - lane.last_success)
+            retry = lane.failure is not None and not lane.retries_spent
+            if lane.last_attempt is not None and now - lane.last_attempt < interval:
+                remaining = interval - (now - lane.last_attempt)
                 lane.verdict = f"interval not passed ({int(remaining.total_seconds())}s left)"
+                if retry:
+                    lane.verdict += f", then retry {lane.failure.attempt + 1} of {MAX_LANE_RETRIES} after a failed run"
+            elif retry:
+                lane.attempt = lane.failure.attempt + 1
+                lane.verdict = f"retrying after a failed run (attempt {lane.attempt} of {MAX_LANE_RETRIES})"
             else:
                 waiting.append(lane)
         if waiting:
@@ -214,7 +327,7 @@ def count_upper_bounds(phoenix: PhoenixResource, due: list[DueTenant]) -> UpperB
                 if tenant.since(lane) == lookback_start:  # no success within the lookback: the count is exact
                     lane.counted(bound, tenant.needed)
                 elif bound < tenant.needed:
-                    lane.verdict = f"at most {bound} new labeled traces < {tenant.needed}"
+                    lane.verdict = lane.waiting(f"at most {bound} new labeled traces < {tenant.needed}")
                 else:
                     lanes.append(lane)
                     since[lane.module] = tenant.since(lane)
@@ -270,8 +383,9 @@ def evaluate_tenants(
     Every due lane of an unreachable tenant gets the verdict ``UNREACHABLE``.
     """
     deadline = time.monotonic() + count_budget_s if count_budget_s is not None else None
-    last = last_successful_optimizations(instance, [config.tenant_id for config in configs])
-    checks, due = due_lanes(configs, last, now)
+    tenant_ids = [config.tenant_id for config in configs]
+    last = last_successful_optimizations(instance, tenant_ids)
+    checks, due = due_lanes(configs, last, now, last_lane_failures(instance, tenant_ids, last))
     bounds = count_upper_bounds(phoenix, due)
     unreachable = {**bounds.unreachable, **count_exactly(phoenix, bounds.undecided, deadline, resume_from)}
     for tenant in due:
@@ -281,7 +395,9 @@ def evaluate_tenants(
     return checks, [f"{tenant_id}: {message}" for tenant_id, message in unreachable.items()]
 
 
-def evaluate_tenant(instance: dg.DagsterInstance, phoenix: PhoenixResource, config: RoutingConfig, now: datetime) -> list[LaneCheck]:
+def evaluate_tenant(
+    instance: dg.DagsterInstance, phoenix: PhoenixResource, config: RoutingConfig, now: datetime
+) -> list[LaneCheck]:
     """``evaluate_tenants`` for one tenant; raises ``PhoenixUnavailable`` if its Phoenix is down."""
     checks, unreachable = evaluate_tenants(instance, phoenix, [config], now)
     if unreachable:
@@ -290,14 +406,24 @@ def evaluate_tenant(instance: dg.DagsterInstance, phoenix: PhoenixResource, conf
 
 
 def run_request(check: LaneCheck, config: RoutingConfig) -> dg.RunRequest:
-    # Deterministic: one request per (last success, block of new samples); a failed run is
-    # requested again once another block of samples has arrived.
-    block = check.new_labeled // config.min_samples_for_optimization
+    # Deterministic: one request per (last success, block of new samples), per retried failure, and
+    # per block of samples after spent retries; Dagster launches a run key once.
+    base = f"{check.tenant_id}.{check.module}.{check.last_success_id or 'never'}"
+    if check.attempt > 1:
+        run_key = f"{base}.retry{check.attempt}-after-{check.failure.storage_id}"
+    else:
+        block = check.new_labeled // config.min_samples_for_optimization
+        run_key = f"{base}.{block}" if check.failure is None else f"{base}.after-{check.failure.storage_id}.{block}"
     return dg.RunRequest(
-        run_key=f"{check.tenant_id}.{check.module}.{check.last_success_id or 'never'}.{block}",
+        run_key=run_key,
         partition_key=check.tenant_id,
         asset_selection=lane_keys(check.module),
-        tags={"tenant": check.tenant_id, "module": check.module, "trigger": "trace_threshold_sensor"},
+        tags={
+            "tenant": check.tenant_id,
+            "module": check.module,
+            "trigger": "trace_threshold_sensor",
+            ATTEMPT_TAG: str(check.attempt),
+        },
     )
 
 
@@ -307,24 +433,36 @@ def run_request(check: LaneCheck, config: RoutingConfig) -> dg.RunRequest:
     default_status=dg.DefaultSensorStatus.RUNNING,
     target=[key for module in ROUTING_MODULES for key in lane_keys(module)],
     description="Starts a tenant's module lane when auto-optimization is on, its interval has passed "
-    "and it has at least min_samples_for_optimization new labeled traces in Phoenix.",
+    "and it has at least min_samples_for_optimization new labeled traces in Phoenix; a lane whose run "
+    f"failed is retried on its next interval, up to {MAX_LANE_RETRIES} attempts.",
 )
-def trace_threshold_sensor(context: dg.SensorEvaluationContext, config_store: ConfigStoreResource, phoenix: PhoenixResource):
+def trace_threshold_sensor(
+    context: dg.SensorEvaluationContext, config_store: ConfigStoreResource, phoenix: PhoenixResource
+):
     now = datetime.now(timezone.utc)
     partitions = set(context.instance.get_dynamic_partitions(tenants_partitions.name))
     configs = [config for config in config_store.store().list() if config.tenant_id in partitions]
     resume_from = json.loads(context.cursor).get("resume_from") if context.cursor else None
     checks, unreachable = evaluate_tenants(context.instance, phoenix, configs, now, COUNT_BUDGET_S, resume_from)
     by_tenant = {config.tenant_id: config for config in configs}
-    requests = [run_request(check, by_tenant[check.tenant_id]) for check in checks if check.verdict == "run"]
+    requests = [run_request(check, by_tenant[check.tenant_id]) for check in checks if check.requested]
+    for check in checks:
+        if check.attempt > 1:
+            context.log.info(f"{check.name}: {check.verdict}")
     verdicts = [f"{check.name}: {check.verdict}" for check in checks if check.verdict != UNREACHABLE]
     deferred = rotation({check.tenant_id for check in checks if check.verdict == DEFERRED}, resume_from)
     if deferred:
         context.log.info(f"count budget spent: {len(deferred)} tenants' exact counts go on next tick")
     # The counted tenants were a prefix of this tick's rotation: the next tick starts with the rest.
     resume_from = deferred[0] if deferred else None
-    cursor = json.dumps({"evaluated_at": now.isoformat(), "tenants": len(configs), "requested": [r.run_key for r in requests],
-                         "resume_from": resume_from})
+    cursor = json.dumps(
+        {
+            "evaluated_at": now.isoformat(),
+            "tenants": len(configs),
+            "requested": [r.run_key for r in requests],
+            "resume_from": resume_from,
+        }
+    )
     if unreachable and not requests and len(unreachable) == len(configs):
         return dg.SensorResult(skip_reason=dg.SkipReason(f"{UNREACHABLE}: " + "; ".join(unreachable)), cursor=cursor)
     if not requests:
@@ -337,7 +475,7 @@ def trace_threshold_sensor(context: dg.SensorEvaluationContext, config_store: Co
 
 
 def error_chain(error) -> str:  # noqa: ANN001 - dagster's SerializableErrorInfo
-    """The first line of an error and of each of its causes: "Exceeded max_retries of 3 <- ...". """
+    """The first line of an error and of each of its causes: "Exceeded max_retries of 3 <- ..."."""
     parts = []
     while error is not None:
         line = error.message.strip().splitlines()[0] if error.message.strip() else (error.cls_name or "error")
@@ -348,26 +486,32 @@ def error_chain(error) -> str:  # noqa: ANN001 - dagster's SerializableErrorInfo
 
 
 def failure_observations(run: dg.DagsterRun, failed_steps: list[tuple[str, str]]) -> list[dg.AssetObservation]:
-    """One observation per failed lane step of a tenant's run: ``(step_key, error message)`` pairs."""
+    """One observation per failed lane step of a tenant's run: ``(step_key, error message)`` pairs.
+    ``attempt`` (the run's ATTEMPT_TAG, else 1) is what ``trace_threshold_sensor`` retries by."""
     tenant_id = run.tags.get("dagster/partition")
     if not tenant_id:
         return []
+    attempt = run.tags.get(ATTEMPT_TAG, "1")
+    attempt = int(attempt) if attempt.isdigit() and int(attempt) > 0 else 1
     lane_steps = {"__".join(key.path): key for module in ROUTING_MODULES for key in lane_keys(module)}
     observations = []
     for step_key, message in failed_steps:
         key = lane_steps.get(step_key)
         if key is None:
             continue
-        observations.append(dg.AssetObservation(
-            asset_key=key,
-            partition=tenant_id,
-            metadata={
-                "status": "failed",
-                "run_id": run.run_id,
-                "step": step_key,
-                "error": message[:1000] or "(no message)",
-            },
-        ))
+        observations.append(
+            dg.AssetObservation(
+                asset_key=key,
+                partition=tenant_id,
+                metadata={
+                    "status": "failed",
+                    "run_id": run.run_id,
+                    "step": step_key,
+                    ATTEMPT_TAG: attempt,
+                    "error": message[:1000] or "(no message)",
+                },
+            )
+        )
     return observations
 
 
@@ -378,7 +522,9 @@ def failure_observations(run: dg.DagsterRun, failed_steps: list[tuple[str, str]]
     "asset, so the asset page shows which tenant × module failed, when and why.",
 )
 def lane_failure_sensor(context: dg.RunFailureSensorContext):
-    failed = [(event.step_key, error_chain(event.event_specific_data.error)) for event in context.get_step_failure_events()]
+    failed = [
+        (event.step_key, error_chain(event.event_specific_data.error)) for event in context.get_step_failure_events()
+    ]
     observations = failure_observations(context.dagster_run, failed)
     for observation in observations:
         context.instance.report_runless_asset_event(observation)

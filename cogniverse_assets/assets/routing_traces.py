@@ -1,10 +1,16 @@
 """``<module>/routing_traces``: a tenant's routing spans from Phoenix as labeled examples.
 
-Reads the tenant's Phoenix project (only spans newer than the stored table's newest span, within
-``phoenix_lookback_hours``) and their ``routing_feedback`` annotations; writes the merged example
-table (deduplicated by span id) and the quarantine table to the artifact store.
-"""
+Reads the tenant's Phoenix project (spans from ``INGEST_OVERLAP`` before the stored table's newest
+span, never before ``phoenix_lookback_hours`` ago) and their ``routing_feedback`` annotations;
+writes the merged example table (deduplicated by span id) and the quarantine table to the artifact
+store.
 
+Spans reach Phoenix late (buffered exporters, retries, clock skew): one whose start time is older
+than the newest stored span would be skipped for good by a reader that starts at that newest span.
+Reading from an overlap picks those up; spans already stored are recognised by span id and not
+processed again (their late feedback is re-read by ``_refresh_late_feedback`` instead). A span that
+arrives more than ``INGEST_OVERLAP`` late is still missed.
+"""
 
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -13,10 +19,7 @@ import dagster as dg
 import httpx
 import pandas as pd
 
-from cogniverse_resources.artifacts import ArtifactStore
-from cogniverse_resources.config_store import ConfigStoreResource, TenantNotFound
-from cogniverse_resources.phoenix import PhoenixResource, PhoenixUnavailable
-from cogniverse_resources.tenant import RoutingConfig
+from cogniverse_assets.assets.lane import EXTERNAL_CALL_RETRY, lane_asset, tenant_config
 from cogniverse_assets.examples import (
     EXAMPLE_COLUMNS,
     LABELED_PROVENANCES,
@@ -27,22 +30,15 @@ from cogniverse_assets.examples import (
     parse_page,
 )
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
-from cogniverse_assets.assets.lane import lane_asset
+from cogniverse_resources.artifacts import ArtifactStore
+from cogniverse_resources.config_store import ConfigStoreResource
+from cogniverse_resources.phoenix import PhoenixResource, PhoenixUnavailable
+from cogniverse_resources.tenant import RoutingConfig
 
 TRACES_TABLE = "routing_traces"
 QUARANTINE_TABLE = "quarantine"
-
-# Phoenix, Vespa and LM calls are retried with backoff; configuration errors are not (dg.Failure
-# with allow_retries=False).
-EXTERNAL_CALL_RETRY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-
-
-def tenant_config(config_store: ConfigStoreResource, tenant_id: str) -> RoutingConfig:
-    """The tenant's settings; an unknown or invalid tenant fails the step without retries."""
-    try:
-        return config_store.store().get(tenant_id)
-    except (TenantNotFound, ValueError) as error:
-        raise dg.Failure(description=str(error), allow_retries=False) from error
+# How far before the newest stored span each run reads again, for spans that reached Phoenix late.
+INGEST_OVERLAP = timedelta(hours=1)
 
 
 def _as_time(values: pd.Series) -> pd.Series:
@@ -70,18 +66,21 @@ def ingest_routing_traces(
         existing = pd.DataFrame(columns=EXAMPLE_COLUMNS)
     old_quarantine = artifacts.read_table(tenant_id, spec.name, QUARANTINE_TABLE)
     lookback_start = now - timedelta(hours=config.phoenix_lookback_hours)
-    # Reading from the newest stored span (inclusive) re-reads only spans sharing that timestamp;
-    # they are deduplicated below.
+    # Re-read the last INGEST_OVERLAP before the newest stored span: spans that reached Phoenix
+    # after the last run but started before its newest span. Spans seen before are skipped by id.
     watermark = _newest(existing, old_quarantine)
-    read_from = max(lookback_start, watermark) if watermark else lookback_start
+    read_from = max(lookback_start, watermark - INGEST_OVERLAP) if watermark else lookback_start
 
     known_ids = set(existing["span_id"])
+    seen_ids = known_ids | (set(old_quarantine["span_id"]) if old_quarantine is not None else set())
     new_chunks: list[pd.DataFrame] = []
     quarantined: list[dict] = []
-    fetched = 0
+    fetched = reread = 0
     for page in phoenix.iter_routing_spans(tenant_id, spec.name, read_from, now + timedelta(seconds=1)):
         fetched += len(page)
-        examples, rejected = parse_page(page, spec)
+        fresh = [span for span in page if _span_id(span) not in seen_ids]
+        reread += len(page) - len(fresh)
+        examples, rejected = parse_page(fresh, spec)
         annotations = phoenix.feedback_annotations(tenant_id, [example["span_id"] for example in examples])
         labeled, contradictory = label_examples(examples, annotations, spec, config.min_trace_confidence)
         quarantined += rejected + contradictory
@@ -90,10 +89,16 @@ def ingest_routing_traces(
 
     relabeled = _refresh_late_feedback(phoenix, existing, spec, config, lookback_start)
     merged = pd.concat([existing, *new_chunks], ignore_index=True) if new_chunks else existing.copy()
-    merged = merged.drop_duplicates("span_id", keep="last").sort_values("start_time", kind="stable").reset_index(drop=True)
+    merged = (
+        merged.drop_duplicates("span_id", keep="last").sort_values("start_time", kind="stable").reset_index(drop=True)
+    )
     new_ids = set(merged["span_id"]) - known_ids
 
-    quarantine = pd.concat([old_quarantine, pd.DataFrame(quarantined, columns=QUARANTINE_COLUMNS)], ignore_index=True) if old_quarantine is not None else pd.DataFrame(quarantined, columns=QUARANTINE_COLUMNS)
+    quarantine = (
+        pd.concat([old_quarantine, pd.DataFrame(quarantined, columns=QUARANTINE_COLUMNS)], ignore_index=True)
+        if old_quarantine is not None
+        else pd.DataFrame(quarantined, columns=QUARANTINE_COLUMNS)
+    )
     quarantine = quarantine.drop_duplicates(["span_id", "reason"], keep="last").reset_index(drop=True)
     # Quarantine first: if the run dies between the writes, the examples table (the watermark's
     # source) is unchanged and the next run reads those spans again.
@@ -105,6 +110,7 @@ def ingest_routing_traces(
         "table": table_path,
         "read_from": read_from.isoformat(),
         "fetched_spans": fetched,
+        "already_stored_spans": reread,
         "new_examples": len(new_ids),
         "total_examples": len(merged),
         "labeled_examples": len(labeled_rows),
@@ -130,7 +136,9 @@ def _refresh_late_feedback(
     changed = 0
     for index, row in recent.iterrows():
         try:
-            label, provenance, score = choose_label(row.to_dict(), annotations.get(row["span_id"], []), spec, config.min_trace_confidence)
+            label, provenance, score = choose_label(
+                row.to_dict(), annotations.get(row["span_id"], []), spec, config.min_trace_confidence
+            )
         except Malformed:
             continue  # a bad late annotation leaves the stored label as it was
         if (label, provenance) != (row["label"], row["provenance"]):
@@ -139,13 +147,20 @@ def _refresh_late_feedback(
     return changed
 
 
+def _span_id(span: object) -> str | None:
+    context = span.get("context") if isinstance(span, dict) else None
+    span_id = context.get("span_id") if isinstance(context, dict) else None
+    return span_id if isinstance(span_id, str) else None
+
+
 def _reason_kind(reason: str) -> str:
     return reason.split(" ", 1)[0].split("=", 1)[0]
 
 
 def build_routing_traces(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
     @lane_asset(
-        spec, "routing_traces",
+        spec,
+        "routing_traces",
         retry_policy=EXTERNAL_CALL_RETRY,
         kinds={"phoenix", "parquet"},
         description=f"Reads new `{spec.name}` routing spans + feedback from the tenant's Phoenix project; "

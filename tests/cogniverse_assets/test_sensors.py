@@ -6,20 +6,22 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 
-from cogniverse_resources.config_store import ConfigStoreResource
-from cogniverse_resources.phoenix import LaneCountRequest, PhoenixResource
-from cogniverse_resources.stack import free_port
-from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets import sensors
+from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets.sensors import (
+    ATTEMPT_TAG,
     COMPLETION_STAGE,
     DEFERRED,
     evaluate_tenant,
+    failure_observations,
     lane_keys,
     tenant_discovery_sensor,
     trace_threshold_sensor,
 )
 from cogniverse_assets.traffic import emit_traffic
+from cogniverse_resources.config_store import ConfigStoreResource
+from cogniverse_resources.phoenix import LaneCountRequest, PhoenixResource
+from cogniverse_resources.stack import free_port
 
 
 def _tick(env, phoenix=None):
@@ -94,7 +96,9 @@ def test_new_traces_are_counted_since_the_last_success(tenant_env):
         dg.AssetMaterialization(asset_key=dg.AssetKey(["routing", COMPLETION_STAGE]), partition=tenant)
     )
     config = tenant_env.config_store.store().get(tenant)
-    checks = evaluate_tenant(tenant_env.instance, tenant_env.phoenix, config, datetime.now(timezone.utc) + timedelta(seconds=61))
+    checks = evaluate_tenant(
+        tenant_env.instance, tenant_env.phoenix, config, datetime.now(timezone.utc) + timedelta(seconds=61)
+    )
     routing = next(check for check in checks if check.module == "routing")
     assert routing.new_labeled == 0 and routing.verdict == "0 new labeled traces < 3"
 
@@ -121,11 +125,15 @@ def test_tenant_discovery_adds_new_tenants_once_and_ignores_invalid_records(tmp_
         assert sorted(request.partition_keys) == ["acme", "globex"]
         instance.add_dynamic_partitions(tenants_partitions.name, list(request.partition_keys))
 
-        again = tenant_discovery_sensor(dg.build_sensor_context(instance=instance, resources={"config_store": resource}))
+        again = tenant_discovery_sensor(
+            dg.build_sensor_context(instance=instance, resources={"config_store": resource})
+        )
         assert isinstance(again, dg.SkipReason) and "no new tenants" in again.skip_message
 
         store.add("initech")
-        third = tenant_discovery_sensor(dg.build_sensor_context(instance=instance, resources={"config_store": resource}))
+        third = tenant_discovery_sensor(
+            dg.build_sensor_context(instance=instance, resources={"config_store": resource})
+        )
         assert list(third.dynamic_partitions_requests[0].partition_keys) == ["initech"]
 
 
@@ -135,10 +143,17 @@ def test_failure_observations_name_tenant_module_and_root_cause():
     from cogniverse_assets.sensors import error_chain, failure_observations
 
     root = SerializableErrorInfo("httpx.ConnectError: [Errno 111] Connection refused\n", [], "ConnectError")
-    ours = SerializableErrorInfo("cogniverse_resources.phoenix.PhoenixUnavailable: Phoenix at http://x failed\n", [], "PhoenixUnavailable", cause=root)
+    ours = SerializableErrorInfo(
+        "cogniverse_resources.phoenix.PhoenixUnavailable: Phoenix at http://x failed\n",
+        [],
+        "PhoenixUnavailable",
+        cause=root,
+    )
     error = SerializableErrorInfo("Exceeded max_retries of 3\n", [], "DagsterMaxRetriesExceededError", cause=ours)
     run = dg.DagsterRun(job_name="optimize_tenant", run_id="r1", tags={"dagster/partition": "acme"})
-    [observation] = failure_observations(run, [("routing__routing_traces", error_chain(error)), ("not_a_lane_step", "x")])
+    [observation] = failure_observations(
+        run, [("routing__routing_traces", error_chain(error)), ("not_a_lane_step", "x")]
+    )
     assert observation.asset_key == dg.AssetKey(["routing", "routing_traces"]) and observation.partition == "acme"
     assert observation.metadata["error"].value == (
         "Exceeded max_retries of 3 <- cogniverse_resources.phoenix.PhoenixUnavailable: Phoenix at http://x failed"
@@ -191,7 +206,9 @@ def test_an_upper_bound_below_the_threshold_needs_no_exact_count(tenant_env, mon
 
     monkeypatch.setattr(PhoenixResource, "_count_chunk", no_exact_count)
     config = tenant_env.config_store.store().get(tenant)
-    checks = evaluate_tenant(tenant_env.instance, tenant_env.phoenix, config, datetime.now(timezone.utc) + timedelta(seconds=61))
+    checks = evaluate_tenant(
+        tenant_env.instance, tenant_env.phoenix, config, datetime.now(timezone.utc) + timedelta(seconds=61)
+    )
     modality = next(check for check in checks if check.module == "modality")
     assert modality.verdict == "at most 2 new labeled traces < 3"
 
@@ -199,7 +216,10 @@ def test_an_upper_bound_below_the_threshold_needs_no_exact_count(tenant_env, mon
 def test_a_spent_count_budget_defers_lanes_to_the_next_tick_in_turn(tenant_env, monkeypatch):
     # 14 tenants whose three lanes need an exact count (each optimized after its one labeled span);
     # one exact-count request covers 12 tenants × 3 modules, so a zero budget counts 12 and defers 2.
-    tenants = [tenant_env.add(f"turn{index:02d}", min_samples_for_optimization=1, optimization_interval_seconds=60) for index in range(14)]
+    tenants = [
+        tenant_env.add(f"turn{index:02d}", min_samples_for_optimization=1, optimization_interval_seconds=60)
+        for index in range(14)
+    ]
     for index, tenant in enumerate(tenants):
         emit_traffic(tenant_env.phoenix, tenant, n=1, feedback_rate=1.0, seed=70 + index, progress=False)
         for module in ("modality", "cross_modal", "routing"):
@@ -218,11 +238,187 @@ def test_a_spent_count_budget_defers_lanes_to_the_next_tick_in_turn(tenant_env, 
     assert [verdicts[tenant] for tenant in tenants] == ["0 new labeled traces < 1"] * 12 + [DEFERRED] * 2
     assert json.loads(first.cursor)["resume_from"] == tenants[12]
 
-    second = trace_threshold_sensor(dg.build_sensor_context(
-        instance=tenant_env.instance, resources={"config_store": tenant_env.config_store, "phoenix": tenant_env.phoenix},
-        cursor=first.cursor,
-    ))
+    second = trace_threshold_sensor(
+        dg.build_sensor_context(
+            instance=tenant_env.instance,
+            resources={"config_store": tenant_env.config_store, "phoenix": tenant_env.phoenix},
+            cursor=first.cursor,
+        )
+    )
     verdicts = modality_verdicts(second)
     # The deferred two first, then from the start again until the budget runs out.
     assert [tenant for tenant in tenants if verdicts[tenant] == DEFERRED] == tenants[10:12]
     assert json.loads(second.cursor)["resume_from"] == tenants[10]
+
+
+def _fail(env, tenant, module="modality", stage="trained_module", attempt=None, plan_first=True):
+    """What a lane run that fails at ``stage`` leaves in Dagster: its plan (when the plan ran before
+    the failure) and lane_failure_sensor's observation of the failed step."""
+    if plan_first:
+        env.instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key=dg.AssetKey([module, COMPLETION_STAGE]), partition=tenant)
+        )
+    tags = {"dagster/partition": tenant, "tenant": tenant, "module": module}
+    if attempt is not None:
+        tags[ATTEMPT_TAG] = str(attempt)
+    run = dg.DagsterRun(job_name="__ephemeral_asset_job__", run_id=f"run-{tenant}-{attempt}", tags=tags)
+    (observation,) = failure_observations(run, [(f"{module}__{stage}", "boom")])
+    env.instance.report_runless_asset_event(observation)
+
+
+def _lane(env, tenant, module="modality", seconds_later=61):
+    config = env.config_store.store().get(tenant)
+    checks = evaluate_tenant(
+        env.instance, env.phoenix, config, datetime.now(timezone.utc) + timedelta(seconds=seconds_later)
+    )
+    return next(check for check in checks if check.module == module)
+
+
+def test_a_failed_lane_is_retried_on_its_next_interval_without_new_labels(tenant_env, monkeypatch):
+    tenant = tenant_env.add("retry", min_samples_for_optimization=3, optimization_interval_seconds=60)
+    emit_traffic(tenant_env.phoenix, tenant, n=4, feedback_rate=1.0, seed=81, progress=False, modules=["modality"])
+    _fail(tenant_env, tenant)  # the first run (no attempt tag: attempt 1) failed after its plan
+
+    # Inside the interval (measured from the failure) nothing runs; the verdict says what comes next.
+    assert _lane(tenant_env, tenant, seconds_later=0).verdict.endswith("then retry 2 of 3 after a failed run")
+    lane = _lane(tenant_env, tenant)
+    assert lane.verdict == "retrying after a failed run (attempt 2 of 3)" and lane.requested
+
+    monkeypatch.setattr(sensors, "datetime", _Clock(datetime.now(timezone.utc) + timedelta(seconds=61)))
+    (request,) = _tick(tenant_env).run_requests
+    assert request.tags[ATTEMPT_TAG] == "2" and request.tags["module"] == "modality"
+    assert ".retry2-after-" in request.run_key
+    assert _tick(tenant_env).run_requests[0].run_key == request.run_key  # deterministic: launched once
+    monkeypatch.undo()
+
+    _fail(tenant_env, tenant, attempt=2)
+    assert _lane(tenant_env, tenant).verdict == "retrying after a failed run (attempt 3 of 3)"
+    _fail(tenant_env, tenant, attempt=3)
+    lane = _lane(tenant_env, tenant)
+    assert lane.verdict == "3 failed attempts: waiting for new labels (0 new labeled traces < 3)"
+    assert not lane.requested
+    monkeypatch.setattr(sensors, "datetime", _Clock(datetime.now(timezone.utc) + timedelta(seconds=61)))
+    assert f"{tenant}/modality: 3 failed attempts: waiting for new labels" in _skip(_tick(tenant_env))
+    monkeypatch.undo()
+
+    # Another block of labels after the last failure starts a new round with a new run key.
+    emit_traffic(tenant_env.phoenix, tenant, n=3, feedback_rate=1.0, seed=82, progress=False, modules=["modality"])
+    lane = _lane(tenant_env, tenant)
+    assert (lane.verdict, lane.new_labeled, lane.attempt) == ("run", 3, 1)
+    request = sensors.run_request(lane, tenant_env.config_store.store().get(tenant))
+    assert request.tags[ATTEMPT_TAG] == "1" and f".after-{lane.failure.storage_id}." in request.run_key
+
+    # A success clears the failures.
+    tenant_env.instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=dg.AssetKey(["modality", COMPLETION_STAGE]), partition=tenant)
+    )
+    lane = _lane(tenant_env, tenant)
+    assert lane.failure is None and lane.verdict == "0 new labeled traces < 3"
+
+
+def test_a_run_that_failed_before_its_plan_is_retried_with_a_new_run_key(tenant_env):
+    # Never optimized, enough labels: the first run (key never.1) failed while reading traces. Run
+    # keys are launched once, so asking for never.1 again would never run the lane again.
+    tenant = tenant_env.add("early", min_samples_for_optimization=3, optimization_interval_seconds=60)
+    emit_traffic(tenant_env.phoenix, tenant, n=4, feedback_rate=1.0, seed=83, progress=False, modules=["modality"])
+    first = _lane(tenant_env, tenant)
+    config = tenant_env.config_store.store().get(tenant)
+    assert sensors.run_request(first, config).run_key == f"{tenant}.modality.never.1"
+    _fail(tenant_env, tenant, stage="routing_traces", attempt=1, plan_first=False)
+    lane = _lane(tenant_env, tenant)
+    assert lane.verdict == "retrying after a failed run (attempt 2 of 3)"
+    assert sensors.run_request(lane, config).run_key != f"{tenant}.modality.never.1"
+    # Other modules of the tenant are not affected.
+    assert _lane(tenant_env, tenant, module="routing").verdict == "0 new labeled traces < 3"
+
+
+def test_failure_lookups_cost_the_same_storage_queries_for_any_number_of_tenants(tenant_env, monkeypatch):
+    calls = []
+    for name in ("get_latest_storage_id_by_partition", "fetch_materializations", "fetch_observations"):
+        original = getattr(tenant_env.instance, name)
+
+        def counting(*args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(tenant_env.instance, name, counting)
+
+    def queries(count: int) -> int:
+        tenants = [tenant_env.add(f"cost{count}") for _ in range(count)]
+        for tenant in tenants:  # every tenant has a success and a newer failure on two stages
+            _fail(tenant_env, tenant, stage="evaluation", attempt=1)
+            _fail(tenant_env, tenant, module="routing", stage="routing_traces", attempt=1, plan_first=False)
+        calls.clear()
+        configs = [tenant_env.config_store.store().get(tenant) for tenant in tenants]
+        last = sensors.last_successful_optimizations(tenant_env.instance, tenants)
+        failures = sensors.last_lane_failures(tenant_env.instance, tenants, last)
+        assert len(failures) == 2 * count
+        checks, _ = sensors.due_lanes(configs, last, datetime.now(timezone.utc) + timedelta(hours=2), failures)
+        assert sum(check.attempt == 2 for check in checks) == 2 * count
+        return len(calls)
+
+    assert queries(1) == queries(6)
+
+
+def test_the_count_follows_the_ingestion_label_rules(tenant_env):
+    from opentelemetry.trace import Status, StatusCode
+
+    from cogniverse_assets.assets.routing_traces import routing_traces_assets
+    from cogniverse_resources import trace_contract as tc
+    from cogniverse_resources.tracer import Feedback, RoutingDecision, RoutingTracer
+
+    tenant = tenant_env.add("rules", min_samples_for_optimization=100, min_trace_confidence=0.7)
+    tracer = RoutingTracer(tenant_env.phoenix, tenant)
+
+    def decision(query, label="video", confidence=0.2, success=True):
+        return RoutingDecision("modality", query, label, confidence, 5.0, "v0", success=success)
+
+    def raw(query, **attributes):  # a span the RoutingDecision API would not write
+        with tracer._tracer.start_as_current_span(
+            tc.SPAN_NAME, attributes={tc.MODULE: "modality", tc.QUERY: query, **attributes}
+        ) as span:
+            span.set_status(Status(StatusCode.OK))
+            return format(span.get_span_context().span_id, "016x")
+
+    ids = {
+        "human": tracer.record(decision("human says image")),
+        "llm": tracer.record(decision("llm says audio")),
+        "router": tracer.record(decision("confident and successful", confidence=0.9)),
+        "non_canonical_feedback": tracer.record(decision("annotated with nonsense")),
+        "score_only_feedback": tracer.record(decision("a score, no label")),
+        "unsure": tracer.record(decision("successful but unsure")),
+        "no_answer": raw("no routing.modality", **{tc.AGENT_SUCCESS: True, tc.CONFIDENCE: 0.95}),
+        "bad_answer": raw("a hologram", **{tc.MODALITY: "hologram", tc.AGENT_SUCCESS: True, tc.CONFIDENCE: 0.95}),
+    }
+    tracer.annotate(
+        [
+            Feedback(ids["human"], "image", "HUMAN"),
+            Feedback(ids["llm"], "audio", "LLM"),
+            Feedback(ids["non_canonical_feedback"], "smell-o-vision", "HUMAN"),
+        ]
+    )
+    tenant_env.phoenix.client().spans.log_span_annotations(
+        span_annotations=[
+            {
+                "span_id": ids["score_only_feedback"],
+                "name": tc.FEEDBACK_ANNOTATION,
+                "annotator_kind": "HUMAN",
+                "result": {"score": 1.0},
+                "identifier": "human",
+            }
+        ],
+        sync=True,
+    )
+    tracer.shutdown()
+    tenant_env.phoenix.wait_for_spans(tenant, ids.values())
+
+    result = tenant_env.materialize([routing_traces_assets[0]], tenant)
+    (event,) = result.asset_materializations_for_node(routing_traces_assets[0].op.name)
+    assert event.metadata["labeled_examples"].value == 3  # human, llm, router
+
+    # Stage 1 (never optimized: the count since the lookback start is exact) and stage 2 agree.
+    assert _lane(tenant_env, tenant, seconds_later=0).new_labeled == 3
+    counts, errors = tenant_env.phoenix.count_labeled_routing_spans_many(
+        {tenant: LaneCountRequest({"modality": None}, 0.7)}
+    )
+    assert errors == {} and counts[tenant] == {"modality": 3}

@@ -1,15 +1,22 @@
 """``<module>/routing_traces`` against a real Phoenix server."""
 
+from datetime import datetime, timedelta, timezone
+
 import pandas as pd
 import pytest
 from opentelemetry.trace import Status, StatusCode
 
+from cogniverse_assets.assets.routing_traces import (
+    INGEST_OVERLAP,
+    QUARANTINE_TABLE,
+    TRACES_TABLE,
+    routing_traces_assets,
+)
+from cogniverse_assets.traffic import emit_traffic
 from cogniverse_resources import trace_contract as tc
 from cogniverse_resources.phoenix import PhoenixResource
 from cogniverse_resources.stack import free_port
 from cogniverse_resources.tracer import Feedback, RoutingDecision, RoutingTracer
-from cogniverse_assets.assets.routing_traces import QUARANTINE_TABLE, TRACES_TABLE, routing_traces_assets
-from cogniverse_assets.traffic import emit_traffic
 
 MODALITY_TRACES = routing_traces_assets[0]
 
@@ -24,14 +31,25 @@ def _none(value):
 
 
 def _decision(query, label="video", confidence=0.9, success=True, module="modality"):
-    return RoutingDecision(module=module, query=query, label=label, confidence=confidence,
-                           processing_time_ms=10.0, module_version="v0", success=success)
+    return RoutingDecision(
+        module=module,
+        query=query,
+        label=label,
+        confidence=confidence,
+        processing_time_ms=10.0,
+        module_version="v0",
+        success=success,
+    )
 
 
 def test_asset_keys_form_one_lane_per_module():
     keys = {asset.key.to_user_string() for asset in routing_traces_assets}
     assert keys == {"modality/routing_traces", "cross_modal/routing_traces", "routing/routing_traces"}
-    assert {asset.group_names_by_key[asset.key] for asset in routing_traces_assets} == {"modality", "cross_modal", "routing"}
+    assert {asset.group_names_by_key[asset.key] for asset in routing_traces_assets} == {
+        "modality",
+        "cross_modal",
+        "routing",
+    }
 
 
 def test_second_run_reads_only_new_spans(tenant_env):
@@ -43,10 +61,37 @@ def test_second_run_reads_only_new_spans(tenant_env):
     emit_traffic(tenant_env.phoenix, tenant, n=4, feedback_rate=0.5, seed=2, progress=False)
     second = _figures(tenant_env.materialize([MODALITY_TRACES], tenant))
     assert second["new_examples"] == 4 and second["total_examples"] == 14
-    assert second["fetched_spans"] <= 5  # the 4 new ones (+ the one at the watermark, deduplicated)
+    # The overlap re-reads the first 10 (all within INGEST_OVERLAP); they are recognised by span id.
+    assert (second["fetched_spans"], second["already_stored_spans"]) == (14, 10)
 
     third = _figures(tenant_env.materialize([MODALITY_TRACES], tenant))
     assert third["new_examples"] == 0 and third["total_examples"] == 14
+
+
+def test_a_span_that_reaches_phoenix_late_is_picked_up_by_the_next_run(tenant_env):
+    tenant = tenant_env.add("tardy")
+    tracer = RoutingTracer(tenant_env.phoenix, tenant)
+    first_ids = [tracer.record(_decision(f"on time {index}", confidence=0.9)) for index in range(3)]
+    tracer.flush()
+    tenant_env.phoenix.wait_for_spans(tenant, first_ids)
+    first = _figures(tenant_env.materialize([MODALITY_TRACES], tenant))
+    assert first["new_examples"] == 3
+    newest = pd.to_datetime(
+        tenant_env.artifacts.read_table(tenant, "modality", TRACES_TABLE)["start_time"], utc=True, format="ISO8601"
+    ).max()
+
+    # Exported after the first run, but started 10 minutes before the newest stored span (a
+    # buffered exporter); its feedback arrives with it.
+    late_start = newest.to_pydatetime() - timedelta(minutes=10)
+    assert late_start > datetime.now(timezone.utc) - INGEST_OVERLAP
+    late = tracer.record(_decision("exported late", label="audio", confidence=0.2), start_time=late_start)
+    tracer.annotate([Feedback(late, "image", "HUMAN", 1.0)])
+    second = _figures(tenant_env.materialize([MODALITY_TRACES], tenant))
+    tracer.shutdown()
+    assert (second["new_examples"], second["total_examples"], second["already_stored_spans"]) == (1, 4, 3)
+    table = tenant_env.artifacts.read_table(tenant, "modality", TRACES_TABLE).set_index("span_id")
+    assert (table.loc[late, "label"], table.loc[late, "provenance"]) == ("image", "human")
+    assert pd.Timestamp(table.loc[late, "start_time"]) < newest
 
 
 def test_label_precedence(tenant_env):
@@ -59,16 +104,20 @@ def test_label_precedence(tenant_env):
         "low_conf": tracer.record(_decision("successful but unsure", label="audio", confidence=0.5)),
         "failed": tracer.record(_decision("confident but failed", label="audio", confidence=0.95, success=False)),
     }
-    tracer.annotate([
-        Feedback(ids["human"], "video", "HUMAN", 1.0),
-        Feedback(ids["human"], "text", "LLM", 0.8),
-        Feedback(ids["llm"], "document", "LLM", 0.7),
-    ])
+    tracer.annotate(
+        [
+            Feedback(ids["human"], "video", "HUMAN", 1.0),
+            Feedback(ids["human"], "text", "LLM", 0.8),
+            Feedback(ids["llm"], "document", "LLM", 0.7),
+        ]
+    )
     tracer.shutdown()
     tenant_env.phoenix.wait_for_spans(tenant, ids.values())
     figures = _figures(tenant_env.materialize([MODALITY_TRACES], tenant))
     table = tenant_env.artifacts.read_table(tenant, "modality", TRACES_TABLE).set_index("span_id")
-    got = {name: (_none(table.loc[span_id, "label"]), table.loc[span_id, "provenance"]) for name, span_id in ids.items()}
+    got = {
+        name: (_none(table.loc[span_id, "label"]), table.loc[span_id, "provenance"]) for name, span_id in ids.items()
+    }
     assert got == {
         "human": ("video", "human"),
         "llm": ("document", "llm"),
@@ -124,8 +173,14 @@ def test_hostile_spans_are_quarantined_with_reasons(tenant_env):
     quarantine = tenant_env.artifacts.read_table(tenant, "modality", QUARANTINE_TABLE)
     assert set(quarantine["span_id"]) == set(hostile_ids) | {bad_feedback}
     reasons = " | ".join(quarantine["reason"])
-    for fragment in ("routing.query is missing", "not a canonical modality label", "routing.confidence is not a finite number",
-                     "5000 characters", "user.satisfaction", "routing_feedback label 'smell-o-vision'"):
+    for fragment in (
+        "routing.query is missing",
+        "not a canonical modality label",
+        "routing.confidence is not a finite number",
+        "5000 characters",
+        "user.satisfaction",
+        "routing_feedback label 'smell-o-vision'",
+    ):
         assert fragment in reasons
     assert sum(figures["quarantine_reasons"].values()) == 7
 
@@ -138,7 +193,10 @@ def test_tenants_are_isolated(tenant_env):
         tenant_env.materialize(routing_traces_assets, tenant)
     client = tenant_env.phoenix.client()
     for tenant, other in ((tenant_a, tenant_b), (tenant_b, tenant_a)):
-        other_ids = {s["context"]["span_id"] for s in client.spans.get_spans(project_identifier=tenant_env.phoenix.project_name(other), limit=1000)}
+        other_ids = {
+            s["context"]["span_id"]
+            for s in client.spans.get_spans(project_identifier=tenant_env.phoenix.project_name(other), limit=1000)
+        }
         for module in ("modality", "cross_modal", "routing"):
             table = tenant_env.artifacts.read_table(tenant, module, TRACES_TABLE)
             assert len(table) == (5 if tenant == tenant_a else 7)
@@ -156,7 +214,9 @@ def test_phoenix_down_fails_cleanly_and_leaves_the_table_unchanged(tenant_env):
         from cogniverse_assets.assets.routing_traces import ingest_routing_traces
         from cogniverse_assets.modules.registry import get_module
 
-        ingest_routing_traces(dead, tenant_env.artifacts, get_module("modality"), tenant_env.config_store.store().get(tenant))
+        ingest_routing_traces(
+            dead, tenant_env.artifacts, get_module("modality"), tenant_env.config_store.store().get(tenant)
+        )
     assert path.read_bytes() == before
 
 
@@ -170,12 +230,14 @@ def test_unknown_tenant_fails_without_retry(tenant_env):
 
 
 def test_phoenix_killed_mid_ingestion_fails_cleanly_and_a_retry_succeeds(tenant_env, tmp_path):
-    from cogniverse_resources import stack
     from cogniverse_assets.assets.routing_traces import ingest_routing_traces
     from cogniverse_assets.modules.registry import get_module
+    from cogniverse_resources import stack
 
     port, grpc_port = free_port(), free_port()
-    service = stack.phoenix_service(working_dir=tmp_path / "working", port=port, grpc_port=grpc_port, directory=tmp_path)
+    service = stack.phoenix_service(
+        working_dir=tmp_path / "working", port=port, grpc_port=grpc_port, directory=tmp_path
+    )
     service.start()
     try:
         own = PhoenixResource(endpoint=stack.phoenix_url(port), timeout_s=5)
@@ -197,7 +259,12 @@ def test_phoenix_killed_mid_ingestion_fails_cleanly_and_a_retry_succeeds(tenant_
 
         config = tenant_env.config_store.store().get(tenant)
         with pytest.raises(Exception):
-            ingest_routing_traces(DiesAfterFirstPage(endpoint=own.endpoint, timeout_s=5), tenant_env.artifacts, get_module("modality"), config)
+            ingest_routing_traces(
+                DiesAfterFirstPage(endpoint=own.endpoint, timeout_s=5),
+                tenant_env.artifacts,
+                get_module("modality"),
+                config,
+            )
         assert not service.status().healthy
         assert path.read_bytes() == before  # the stored table is untouched
         assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
