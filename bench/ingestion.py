@@ -25,13 +25,13 @@ from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from private_phoenix import private_phoenix
+
+from cogniverse_assets.demo_data import load_queries
+from cogniverse_assets.modules.registry import ROUTING_MODULES
 from cogniverse_resources.config_store import open_config_store
 from cogniverse_resources.phoenix import PhoenixResource
 from cogniverse_resources.tracer import Feedback, RoutingDecision, RoutingTracer
-from cogniverse_assets.demo_data import load_queries
-from cogniverse_assets.modules.registry import ROUTING_MODULES
-
-from private_phoenix import private_phoenix
 
 TENANT = "bench-ingest"
 
@@ -66,8 +66,10 @@ now = datetime.now(timezone.utc)
 started = time.perf_counter()
 spans = 0
 for module in ROUTING_MODULES:
-    page = client.spans.get_spans(project_identifier=project, start_time=now - timedelta(hours=24), end_time=now + timedelta(seconds=1),
-                                  name=tc.SPAN_NAME, attributes={tc.MODULE: module}, limit=10_000_000, timeout=300)
+    page = client.spans.get_spans(
+        project_identifier=project, start_time=now - timedelta(hours=24), end_time=now + timedelta(seconds=1),
+        name=tc.SPAN_NAME, attributes={tc.MODULE: module}, limit=10_000_000, timeout=300,
+    )
     spans += len(page)
 print(json.dumps({"seconds": time.perf_counter() - started, "spans": spans,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -104,9 +106,19 @@ def emit(phoenix: PhoenixResource, spans: int, feedback_rate: float) -> None:
         row = rng.choice(pool)
         for spec in ROUTING_MODULES.values():
             label = row[spec.corpus_label_key]
-            span_id = tracer.record(RoutingDecision(module=spec.name, query=row["query"], label=label, confidence=round(rng.random(), 3),
-                                                    processing_time_ms=12.0, module_version="v0", success=rng.random() < 0.8,
-                                                    detected_modalities=row.get("detected_modalities") or (), entities=row.get("entities") or ()))
+            span_id = tracer.record(
+                RoutingDecision(
+                    module=spec.name,
+                    query=row["query"],
+                    label=label,
+                    confidence=round(rng.random(), 3),
+                    processing_time_ms=12.0,
+                    module_version="v0",
+                    success=rng.random() < 0.8,
+                    detected_modalities=row.get("detected_modalities") or (),
+                    entities=row.get("entities") or (),
+                )
+            )
             span_ids.append(span_id)
             if rng.random() < feedback_rate:
                 feedback.append(Feedback(span_id=span_id, label=label, annotator_kind="HUMAN", score=1.0))
@@ -134,8 +146,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=100_000)
     parser.add_argument("--feedback-rate", type=float, default=0.1)
-    parser.add_argument("--reuse", type=Path, help="the folder of an earlier run: read its spans again instead of writing new ones "
-                        "(writing 100k spans takes about 17 minutes)")
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        help="the folder of an earlier run: read its spans again instead of writing new ones "
+        "(writing 100k spans takes about 17 minutes)",
+    )
     args = parser.parse_args()
 
     with private_phoenix("bench-ingest-", args.reuse) as (root, phoenix):
@@ -145,19 +161,27 @@ def main() -> int:
             open_config_store().add(TENANT)
             started = time.perf_counter()
             emit(phoenix, args.spans, args.feedback_rate)
-            print(f"setup: {args.spans} spans written and ingested by Phoenix in {time.perf_counter() - started:.0f}s", flush=True)
+            print(
+                f"setup: {args.spans} spans written and ingested by Phoenix in {time.perf_counter() - started:.0f}s",
+                flush=True,
+            )
         bare = run(BARE_LOOP, phoenix.endpoint, phoenix.project_name(TENANT))
         ours = run(INGESTION, phoenix.endpoint, tempfile.mkdtemp(prefix="artifacts-", dir=root), TENANT)
         pages = run(BARE_PAGES, phoenix.endpoint, TENANT)
 
     print(f"\n{bare['spans']} spans, 3 modules, one tenant, {os.cpu_count()} cores")
     print(f"{'reader':44s} {'spans':>8s} {'wall s':>8s} {'spans/s':>9s} {'peak RSS MB':>12s}")
-    for name, figures in (("bare loop (client.spans.get_spans, 100/page)", bare), ("routing_traces ingestion", ours),
-                          ("bare loop over ingestion's pages (1000/page)", pages)):
-        print(f"{name:44s} {figures['spans']:8d} {figures['seconds']:8.1f} {figures['spans'] / figures['seconds']:9.0f} {figures['peak_rss_mb']:12.0f}")
+    for name, figures in (
+        ("bare loop (client.spans.get_spans, 100/page)", bare),
+        ("routing_traces ingestion", ours),
+        ("bare loop over ingestion's pages (1000/page)", pages),
+    ):
+        rate = figures["spans"] / figures["seconds"]
+        print(f"{name:44s} {figures['spans']:8d} {figures['seconds']:8.1f} {rate:9.0f} {figures['peak_rss_mb']:12.0f}")
     ratio = (ours["spans"] / ours["seconds"]) / (bare["spans"] / bare["seconds"])
     print(f"throughput ratio ingestion / bare loop: {ratio:.2f} (goal >= 0.8); ingestion peak RSS goal < 500 MB")
-    print(f"ingestion / bare loop over the same pages: {(ours['spans'] / ours['seconds']) / (pages['spans'] / pages['seconds']):.2f}")
+    same_pages = (ours["spans"] / ours["seconds"]) / (pages["spans"] / pages["seconds"])
+    print(f"ingestion / bare loop over the same pages: {same_pages:.2f}")
     return 0
 
 

@@ -23,15 +23,14 @@ import time
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dagster as dg
+from private_phoenix import private_phoenix
 
-from cogniverse_resources.config_store import ConfigStoreResource
-from cogniverse_resources.phoenix import PhoenixResource
-from cogniverse_resources.tracer import RoutingDecision, RoutingTracer
 from cogniverse_assets.modules.registry import ROUTING_MODULES
 from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets.sensors import COMPLETION_STAGE, trace_threshold_sensor
-
-from private_phoenix import private_phoenix
+from cogniverse_resources.config_store import ConfigStoreResource
+from cogniverse_resources.phoenix import PhoenixResource
+from cogniverse_resources.tracer import RoutingDecision, RoutingTracer
 
 LABELS = {"modality": "video", "cross_modal": "none", "routing": "video_search_agent"}
 
@@ -57,8 +56,19 @@ def emit(phoenix: PhoenixResource, tenants: list[str], spans_per_module: int) ->
         span_ids = []
         for module in ROUTING_MODULES:
             for n in range(spans_per_module):
-                span_ids.append(tracer.record(RoutingDecision(module=module, query=f"query {n} of {tenant}", label=LABELS[module],
-                                              confidence=0.9, processing_time_ms=12.0, module_version="v0", success=True)))
+                span_ids.append(
+                    tracer.record(
+                        RoutingDecision(
+                            module=module,
+                            query=f"query {n} of {tenant}",
+                            label=LABELS[module],
+                            confidence=0.9,
+                            processing_time_ms=12.0,
+                            module_version="v0",
+                            success=True,
+                        )
+                    )
+                )
         tracer.flush()
         tracer.shutdown()
         if index % 100 == 99:
@@ -104,7 +114,9 @@ def main() -> int:
             # A third of the lanes were optimized a minute ago: not due (interval 1 h).
             for index, tenant in enumerate(tenants):
                 module = list(ROUTING_MODULES)[index % 3]
-                instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=[module, COMPLETION_STAGE], partition=tenant))
+                instance.report_runless_asset_event(
+                    dg.AssetMaterialization(asset_key=[module, COMPLETION_STAGE], partition=tenant)
+                )
             rows = []
             seconds, requests, result = tick(instance, resources, counter)
             rows.append(("tick with runs to request", seconds, requests, len(result.run_requests or [])))
@@ -112,14 +124,18 @@ def main() -> int:
                 print(str(result.skip_reason)[:2000])
             for index, tenant in enumerate(tenants):  # every lane now optimized
                 for module in ROUTING_MODULES:
-                    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=[module, COMPLETION_STAGE], partition=tenant))
+                    instance.report_runless_asset_event(
+                        dg.AssetMaterialization(asset_key=[module, COMPLETION_STAGE], partition=tenant)
+                    )
             seconds, requests, result = tick(instance, resources, counter)
             rows.append(("no-op tick (within intervals)", seconds, requests, len(result.run_requests or [])))
             for tenant in tenants:
                 store.update(tenant, optimization_interval_seconds=60)
             time.sleep(61)
             seconds, requests, result = tick(instance, resources, counter)
-            rows.append(("no-op tick (intervals passed, nothing new)", seconds, requests, len(result.run_requests or [])))
+            rows.append(
+                ("no-op tick (intervals passed, nothing new)", seconds, requests, len(result.run_requests or []))
+            )
             # The exact counts the budget deferred go on in the following ticks (60 s apart in Dagster),
             # in tenant order: every lane has been counted once the rotation wraps around.
             sweep = [(seconds, requests)]
@@ -135,8 +151,11 @@ def main() -> int:
     print(f"{'tick':44s} {'wall s':>7s} {'Phoenix requests':>17s} {'run requests':>13s} {'LM calls':>9s}")
     for name, seconds, requests, runs in rows:
         print(f"{name:44s} {seconds:7.2f} {requests:17d} {runs:13d} {0:9d}")
-    print(f"\nthe last no-op's exact counts covered every lane in {len(sweep)} ticks: slowest {max(s for s, _ in sweep):.2f} s, "
-          f"total {sum(s for s, _ in sweep):.1f} s and {sum(r for _, r in sweep)} Phoenix requests")
+    print(
+        f"\nthe last no-op's exact counts covered every lane in {len(sweep)} ticks: "
+        f"slowest {max(s for s, _ in sweep):.2f} s, "
+        f"total {sum(s for s, _ in sweep):.1f} s and {sum(r for _, r in sweep)} Phoenix requests"
+    )
     return 0
 
 

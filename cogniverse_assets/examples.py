@@ -16,8 +16,8 @@ import json
 import math
 from typing import Any, Mapping, Sequence
 
-from cogniverse_resources import trace_contract as tc
 from cogniverse_assets.modules.registry import RoutingModuleSpec
+from cogniverse_resources import trace_contract as tc
 
 PROVENANCES = ("human", "llm", "router", "unlabeled", "synthetic")
 LABELED_PROVENANCES = ("human", "llm", "router")
@@ -26,9 +26,23 @@ MAX_ITEM_CHARS = 200
 MAX_RAW_CHARS = 10_000
 
 EXAMPLE_COLUMNS = [
-    "span_id", "trace_id", "start_time", "module", "query", "detected_modalities", "entities",
-    "router_label", "confidence", "processing_time_ms", "success", "satisfaction", "status",
-    "module_version", "label", "provenance", "label_score",
+    "span_id",
+    "trace_id",
+    "start_time",
+    "module",
+    "query",
+    "detected_modalities",
+    "entities",
+    "router_label",
+    "confidence",
+    "processing_time_ms",
+    "success",
+    "satisfaction",
+    "status",
+    "module_version",
+    "label",
+    "provenance",
+    "label_score",
 ]
 QUARANTINE_COLUMNS = ["span_id", "module", "reason", "raw", "start_time"]
 
@@ -158,7 +172,11 @@ def choose_label(
         stamp = annotation.get("updated_at") or annotation.get("created_at") or ""
         stamp = stamp if isinstance(stamp, str) else ""
         score = result.get("score")
-        score = float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score) else None
+        score = (
+            float(score)
+            if isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)
+            else None
+        )
         if provenance not in best or stamp >= best[provenance][1]:
             best[provenance] = (label, stamp, score)
     for provenance in ("human", "llm"):

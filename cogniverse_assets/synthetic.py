@@ -27,18 +27,25 @@ from typing import Iterable
 import dspy
 import pandas as pd
 
-from cogniverse_resources import trace_contract as tc
-from cogniverse_resources.content import ContentBackend, ContentItem
 from cogniverse_assets.blending import normalize_query
 from cogniverse_assets.modules.registry import RoutingModuleSpec
+from cogniverse_resources import trace_contract as tc
+from cogniverse_resources.content import ContentBackend, ContentItem
 
 MAX_ATTEMPTS = 3
 MIN_QUERY_CHARS = 4
 MAX_QUERY_CHARS = 300
 AUGMENTATIONS = ("direct", "paraphrase", "modality_variation", "complexity", "contrast")
 SYNTHETIC_COLUMNS = [
-    "query", "detected_modalities", "entities", "label", "provenance", "label_score",
-    "augmentation", "source_item_ids", "attempts",
+    "query",
+    "detected_modalities",
+    "entities",
+    "label",
+    "provenance",
+    "label_score",
+    "augmentation",
+    "source_item_ids",
+    "attempts",
 ]
 
 
@@ -67,7 +74,9 @@ STYLE_TEXT = {
     "paraphrase": "a paraphrase of this request with different wording: {seed}",
     "modality_variation": "a request that names the kind of media it wants in everyday words",
     "complexity": "a longer, more specific request with an extra constraint (time, person, detail)",
-    "contrast": "a request that mentions another kind of content in passing but clearly calls for the intended decision",
+    "contrast": (
+        "a request that mentions another kind of content in passing but clearly calls for the intended decision"
+    ),
 }
 
 
@@ -84,7 +93,9 @@ class GenerationReport:
 
 
 class SyntheticQueryGenerator:
-    def __init__(self, spec: RoutingModuleSpec, backend: ContentBackend, lm: dspy.LM, adapter: dspy.Adapter, seed: int = 0):
+    def __init__(
+        self, spec: RoutingModuleSpec, backend: ContentBackend, lm: dspy.LM, adapter: dspy.Adapter, seed: int = 0
+    ):
         self.spec = spec
         self.backend = backend
         self.lm = lm
@@ -126,7 +137,9 @@ class SyntheticQueryGenerator:
         report.seconds = time.monotonic() - started
         return pd.DataFrame(rows, columns=SYNTHETIC_COLUMNS), report
 
-    def _one(self, label: str, augmentation: str, seen: set[str], accepted: dict[str, list[str]], report: GenerationReport) -> dict | None:
+    def _one(
+        self, label: str, augmentation: str, seen: set[str], accepted: dict[str, list[str]], report: GenerationReport
+    ) -> dict | None:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             items = self._content_for(label)
             if not items:

@@ -117,11 +117,12 @@ class SQLiteConfigStore(TenantConfigStore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as conn, conn:
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS tenants (tenant_id TEXT PRIMARY KEY, config TEXT NOT NULL, updated_at REAL NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS tenants "
+                "(tenant_id TEXT PRIMARY KEY, config TEXT NOT NULL, updated_at REAL NOT NULL)"
             )
             conn.execute(
-                "CREATE TABLE IF NOT EXISTS deployments (id INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL, "
-                "module TEXT NOT NULL, record TEXT NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS deployments (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "tenant_id TEXT NOT NULL, module TEXT NOT NULL, record TEXT NOT NULL)"
             )
 
     def _connect(self) -> sqlite3.Connection:
@@ -189,7 +190,9 @@ class RedisConfigStore(TenantConfigStore):
         return sorted(self.client.smembers(f"{self.namespace}:tenants"))
 
     def _append_deployment(self, record: DeploymentRecord) -> None:
-        self.client.rpush(f"{self.namespace}:deployments:{record.tenant_id}:{record.module}", json.dumps(asdict(record)))
+        self.client.rpush(
+            f"{self.namespace}:deployments:{record.tenant_id}:{record.module}", json.dumps(asdict(record))
+        )
 
     def _deployments(self, tenant_id: str, module: str) -> list[DeploymentRecord]:
         raw = self.client.lrange(f"{self.namespace}:deployments:{tenant_id}:{module}", 0, -1)

@@ -324,7 +324,9 @@ def _is_zombie(pid: int) -> bool:
 
 def phoenix_executable() -> str:
     override = os.environ.get("COGNIVERSE_PHOENIX_BIN")
-    candidates = [override] if override else [str(REPO_ROOT / ".venv-phoenix" / "bin" / "phoenix"), shutil.which("phoenix")]
+    candidates = (
+        [override] if override else [str(REPO_ROOT / ".venv-phoenix" / "bin" / "phoenix"), shutil.which("phoenix")]
+    )
     for candidate in candidates:
         if candidate and Path(candidate).exists():
             return candidate
@@ -332,7 +334,10 @@ def phoenix_executable() -> str:
 
 
 def phoenix_service(
-    working_dir: Path | None = None, port: int | None = None, grpc_port: int | None = None, directory: Path | None = None
+    working_dir: Path | None = None,
+    port: int | None = None,
+    grpc_port: int | None = None,
+    directory: Path | None = None,
 ) -> ManagedService:
     """A real ``phoenix serve`` with SQLite storage in ``working_dir``."""
     port = port or phoenix_port()
@@ -356,7 +361,9 @@ def phoenix_service(
     return ManagedService(spec, directory)
 
 
-def lm_service(port: int | None = None, directory: Path | None = None, model_path: Path | None = None) -> ManagedService:
+def lm_service(
+    port: int | None = None, directory: Path | None = None, model_path: Path | None = None
+) -> ManagedService:
     """``llama_cpp.server`` serving the local GGUF as an OpenAI-compatible endpoint.
 
     Call ``ensure_local_model()`` before starting it; building the spec never downloads.
@@ -367,12 +374,21 @@ def lm_service(port: int | None = None, directory: Path | None = None, model_pat
     spec = ServiceSpec(
         name="lm",
         command=[
-            sys.executable, "-m", "llama_cpp.server",
-            "--host", HOST, "--port", str(port),
-            "--n_ctx", os.environ.get("COGNIVERSE_LM_CONTEXT", "4096"),
-            "--n_threads", threads,
-            "--model_alias", LOCAL_MODEL_ALIAS,
-            "--model", str(model_path),
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--n_ctx",
+            os.environ.get("COGNIVERSE_LM_CONTEXT", "4096"),
+            "--n_threads",
+            threads,
+            "--model_alias",
+            LOCAL_MODEL_ALIAS,
+            "--model",
+            str(model_path),
         ],
         ports=[port],
         health_url=f"http://{HOST}:{port}/v1/models",

@@ -9,13 +9,13 @@ import dagster as dg
 import dspy
 import pytest
 
-from cogniverse_resources import trace_contract as tc
-from cogniverse_resources.artifacts import ArtifactStore
-from cogniverse_resources.config_store import DeploymentRecord, open_config_store
 from cogniverse_assets.cli import main
 from cogniverse_assets.demo import format_table, outcomes, prepare_instance, start_daemon, stop_daemon, wait_for_runs
 from cogniverse_assets.modules.registry import get_module
 from cogniverse_assets.traffic import emit_traffic
+from cogniverse_resources import trace_contract as tc
+from cogniverse_resources.artifacts import ArtifactStore
+from cogniverse_resources.config_store import DeploymentRecord, open_config_store
 
 pytestmark = pytest.mark.lm
 
@@ -23,17 +23,27 @@ pytestmark = pytest.mark.lm
 def _sabotaged_version(artifacts, tenant):
     """Deploy a version taught that everything is text, so a trained candidate must beat it."""
     program = get_module("modality").program()
-    program.demos = [dspy.Example(query=q, modality="text").with_inputs("query")
-                     for q in ("watch the goal replay", "photo of a lighthouse", "listen to the jazz podcast", "the pdf manual")]
-    artifacts.write_json(artifacts.path(tenant, "modality", "modules", "sabotaged.json"),
-                         {"version": "sabotaged", "state": program.dump_state()})
+    program.demos = [
+        dspy.Example(query=q, modality="text").with_inputs("query")
+        for q in ("watch the goal replay", "photo of a lighthouse", "listen to the jazz podcast", "the pdf manual")
+    ]
+    artifacts.write_json(
+        artifacts.path(tenant, "modality", "modules", "sabotaged.json"),
+        {"version": "sabotaged", "state": program.dump_state()},
+    )
 
 
 def test_closed_loop_through_the_daemon(phoenix, local_lm, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CONFIG_STORE_URL", f"sqlite://{tmp_path}/config.sqlite")
     monkeypatch.setenv("COGNIVERSE_ARTIFACTS_URL", str(tmp_path / "artifacts"))
     store, artifacts = open_config_store(), ArtifactStore.from_env()
-    store.add("e2e-a", min_samples_for_optimization=25, optimization_interval_seconds=60, use_synthetic_data=False, max_training_iterations=10)
+    store.add(
+        "e2e-a",
+        min_samples_for_optimization=25,
+        optimization_interval_seconds=60,
+        use_synthetic_data=False,
+        max_training_iterations=10,
+    )
     store.add("e2e-b", enable_auto_optimization=False)
     _sabotaged_version(artifacts, "e2e-a")
     store.record_deployment(DeploymentRecord("e2e-a", "modality", "sabotaged", "promote", "test"))
@@ -47,7 +57,9 @@ def test_closed_loop_through_the_daemon(phoenix, local_lm, tmp_path, monkeypatch
     finally:
         stop_daemon(daemon)
     assert [run.tags["tenant"] for run in runs] == ["e2e-a"]  # e2e-b is disabled
-    assert runs[0].tags["module"] == "modality" and runs[0].status == dg.DagsterRunStatus.SUCCESS, (tmp_path / "daemon.log").read_text()[-3000:]
+    assert runs[0].tags["module"] == "modality" and runs[0].status == dg.DagsterRunStatus.SUCCESS, (
+        tmp_path / "daemon.log"
+    ).read_text()[-3000:]
 
     deployed = store.deployed("e2e-a", "modality")
     assert deployed.action == "promote" and deployed.version != "sabotaged" and deployed.previous_version == "sabotaged"
@@ -59,5 +71,7 @@ def test_closed_loop_through_the_daemon(phoenix, local_lm, tmp_path, monkeypatch
     answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert answer["module_version"] == deployed.version and answer["label"] in tc.MODALITIES
     phoenix.wait_for_spans("e2e-a", [answer["span_id"]])
-    other = phoenix.client().spans.get_spans(project_identifier=phoenix.project_name("e2e-b"), span_ids=[answer["span_id"]], limit=1)
+    other = phoenix.client().spans.get_spans(
+        project_identifier=phoenix.project_name("e2e-b"), span_ids=[answer["span_id"]], limit=1
+    )
     assert other == []

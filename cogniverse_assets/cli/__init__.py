@@ -7,12 +7,12 @@ import sys
 
 from pydantic import ValidationError
 
-from cogniverse_resources.config_store import TenantNotFound
-from cogniverse_resources.stack import StackError
-from cogniverse_resources.tenant import InvalidTenantId
 from cogniverse_assets.cli import deployments, run, stack, tenants, traffic
 from cogniverse_assets.cli import eval as evaluate
 from cogniverse_assets.cli.common import CliError, validation_message
+from cogniverse_resources.config_store import TenantNotFound
+from cogniverse_resources.stack import StackError
+from cogniverse_resources.tenant import InvalidTenantId
 
 # Each registers its sub-commands, in the order `cogniverse --help` lists them.
 COMMAND_GROUPS = (stack, tenants, traffic, evaluate, deployments, run)

@@ -11,12 +11,12 @@ import sys
 import zlib
 from pathlib import Path
 
-from cogniverse_resources import stack
-from cogniverse_resources.config_store import open_config_store
-from cogniverse_resources.paths import REPO_ROOT
 from cogniverse_assets.cli.common import add_module_option
 from cogniverse_assets.cli.stack import stack_down, stack_up
 from cogniverse_assets.modules.registry import ROUTING_MODULES
+from cogniverse_resources import stack
+from cogniverse_resources.config_store import open_config_store
+from cogniverse_resources.paths import REPO_ROOT
 
 DEMO_TENANTS = ("acme", "globex")
 DEMO_TRAFFIC_REQUESTS = 300
@@ -52,8 +52,8 @@ def _interrupt(signum, frame):  # noqa: ANN001 - signal handler signature
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Stack + demo tenants + demo traffic + Dagster (webserver and daemon); Ctrl-C stops it all."""
-    from cogniverse_resources.phoenix import PhoenixResource
     from cogniverse_assets.traffic import emit_traffic
+    from cogniverse_resources.phoenix import PhoenixResource
 
     # Ctrl-C (or a SIGTERM from a supervisor) unwinds through `finally` and stops what we started,
     # even when the shell that launched us had SIGINT ignored.
@@ -70,16 +70,29 @@ def cmd_run(args: argparse.Namespace) -> int:
                 continue
             store.add(tenant_id)
             report = emit_traffic(
-                phoenix, tenant_id, n=DEMO_TRAFFIC_REQUESTS, feedback_rate=DEMO_FEEDBACK_RATE,
+                phoenix,
+                tenant_id,
+                n=DEMO_TRAFFIC_REQUESTS,
+                feedback_rate=DEMO_FEEDBACK_RATE,
                 seed=zlib.crc32(tenant_id.encode()),
             )
             print(f"tenant {tenant_id} added with {report.spans} spans, {report.annotated} annotated")
         env = {**os.environ, "DAGSTER_HOME": str(dagster_home())}
         dagster_home().mkdir(parents=True, exist_ok=True)
         dagster = subprocess.Popen(
-            [str(Path(sys.executable).with_name("dagster")), "dev", "-w", str(REPO_ROOT / "workspace.yaml"),
-             "-h", stack.HOST, "-p", str(DAGSTER_PORT)],
-            cwd=REPO_ROOT, env=env, start_new_session=True,
+            [
+                str(Path(sys.executable).with_name("dagster")),
+                "dev",
+                "-w",
+                str(REPO_ROOT / "workspace.yaml"),
+                "-h",
+                stack.HOST,
+                "-p",
+                str(DAGSTER_PORT),
+            ],
+            cwd=REPO_ROOT,
+            env=env,
+            start_new_session=True,
         )
         print(
             f"\n  Dagster UI: http://{stack.HOST}:{DAGSTER_PORT}\n  Phoenix UI: {stack.phoenix_url()}\n"
@@ -104,13 +117,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Headless closed loop: stack, tenants, traffic with feedback, the daemon's sensor runs, a table."""
     import time
 
+    from cogniverse_assets.demo import (
+        format_table,
+        outcomes,
+        prepare_instance,
+        start_daemon,
+        stop_daemon,
+        wait_for_runs,
+    )
+    from cogniverse_assets.traffic import emit_traffic
     from cogniverse_resources.artifacts import ArtifactStore
     from cogniverse_resources.paths import data_dir
     from cogniverse_resources.phoenix import PhoenixResource
-    from cogniverse_assets.demo import (
-        format_table, outcomes, prepare_instance, start_daemon, stop_daemon, wait_for_runs,
-    )
-    from cogniverse_assets.traffic import emit_traffic
 
     signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
@@ -119,12 +137,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = {"acme": {"use_synthetic_data": True}, "globex": {"use_synthetic_data": False}}
     for tenant_id, extra in settings.items():
         values = {
-            "min_samples_for_optimization": args.min_samples, "optimization_interval_seconds": 60,
-            "max_training_iterations": 20, **extra,
+            "min_samples_for_optimization": args.min_samples,
+            "optimization_interval_seconds": 60,
+            "max_training_iterations": 20,
+            **extra,
         }
         store.update(tenant_id, **values) if store.exists(tenant_id) else store.add(tenant_id, **values)
-        report = emit_traffic(phoenix, tenant_id, n=args.requests, feedback_rate=args.feedback_rate,
-                              seed=zlib.crc32(tenant_id.encode()), modules=args.module, progress=False)
+        report = emit_traffic(
+            phoenix,
+            tenant_id,
+            n=args.requests,
+            feedback_rate=args.feedback_rate,
+            seed=zlib.crc32(tenant_id.encode()),
+            modules=args.module,
+            progress=False,
+        )
         print(f"{tenant_id}: {report.spans} spans, {report.annotated} annotated", flush=True)
     home = data_dir() / "demo_dagster_home"
     instance = prepare_instance(home, list(settings))
@@ -133,8 +160,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         print("waiting for trace_threshold_sensor's runs (the daemon evaluates it every 60 s) ...", flush=True)
         lanes = len(settings) * len(args.module or ROUTING_MODULES)
-        wait_for_runs(instance, list(settings), expected=already + lanes, timeout_s=args.timeout,
-                      progress=lambda s: print(f"  {s}", flush=True))
+        wait_for_runs(
+            instance,
+            list(settings),
+            expected=already + lanes,
+            timeout_s=args.timeout,
+            progress=lambda s: print(f"  {s}", flush=True),
+        )
     except KeyboardInterrupt:
         print("interrupted", flush=True)
     finally:

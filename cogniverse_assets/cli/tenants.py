@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from cogniverse_assets.cli.common import CliError
 from cogniverse_resources.config_store import dump_config, open_config_store
 from cogniverse_resources.tenant import routing_config_field_names
-from cogniverse_assets.cli.common import CliError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,8 +46,10 @@ def cmd_tenants(args: argparse.Namespace) -> int:
             print("no tenants (add one with `cogniverse tenants add NAME`)")
         for config in configs:
             state = "enabled" if config.enable_auto_optimization else "disabled"
-            print(f"{config.tenant_id:24s} {state:9s} interval={config.optimization_interval_seconds}s "
-                  f"min_samples={config.min_samples_for_optimization} optimizer={config.preferred_optimizer}")
+            print(
+                f"{config.tenant_id:24s} {state:9s} interval={config.optimization_interval_seconds}s "
+                f"min_samples={config.min_samples_for_optimization} optimizer={config.preferred_optimizer}"
+            )
         return 0
     if args.action == "add":
         config = store.add(args.tenant, **parse_settings(args.set or []))

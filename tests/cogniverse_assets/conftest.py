@@ -3,9 +3,9 @@ import uuid
 import dagster as dg
 import pytest
 
+from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.config_store import ConfigStoreResource
-from cogniverse_assets.partitions import tenants_partitions
 
 
 @pytest.fixture
@@ -31,8 +31,11 @@ def tenant_env(tmp_path, phoenix):
 
         def materialize(self, assets, tenant_id, raise_on_error=True, **overrides):
             return dg.materialize(
-                assets, partition_key=tenant_id, instance=self.instance,
-                resources=self.resources(**overrides), raise_on_error=raise_on_error,
+                assets,
+                partition_key=tenant_id,
+                instance=self.instance,
+                resources=self.resources(**overrides),
+                raise_on_error=raise_on_error,
             )
 
     env = Env()

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from cogniverse_resources import trace_contract as tc
 from cogniverse_assets.demo_data import load_catalog, load_queries
 from cogniverse_assets.modules.registry import ROUTING_MODULES
+from cogniverse_resources import trace_contract as tc
 
 HOLDOUT = Path(__file__).resolve().parents[3] / "shared" / "holdout" / "external_routing_queries.jsonl"
 

@@ -7,7 +7,14 @@ import sys
 import dagster as dg
 import pytest
 
-from cogniverse_assets.deployment import DeploymentError, check_k8s_environment, deployment_name, executor, for_environment, resources
+from cogniverse_assets.deployment import (
+    DeploymentError,
+    check_k8s_environment,
+    deployment_name,
+    executor,
+    for_environment,
+    resources,
+)
 from cogniverse_resources.stack import REPO_ROOT
 
 K8S_ENV = {
@@ -29,16 +36,24 @@ def test_local_is_the_default_and_unknown_names_are_rejected():
 def test_k8s_names_every_missing_setting_at_once():
     with pytest.raises(DeploymentError) as caught:
         check_k8s_environment({"COGNIVERSE_DEPLOYMENT": "k8s"})
-    for variable in ("PHOENIX_ENDPOINT", "COGNIVERSE_ARTIFACTS_URL", "CONFIG_STORE_URL", "ROUTER_OPTIMIZER_STUDENT_MODEL"):
+    for variable in (
+        "PHOENIX_ENDPOINT",
+        "COGNIVERSE_ARTIFACTS_URL",
+        "CONFIG_STORE_URL",
+        "ROUTER_OPTIMIZER_STUDENT_MODEL",
+    ):
         assert variable in str(caught.value)
     check_k8s_environment(K8S_ENV)
 
 
-@pytest.mark.parametrize("variable, value, message", [
-    ("COGNIVERSE_ARTIFACTS_URL", "/data/artifacts", "local path"),
-    ("COGNIVERSE_ARTIFACTS_URL", "file:///data/artifacts", "local path"),
-    ("CONFIG_STORE_URL", "sqlite:///data/config.sqlite", "SQLite"),
-])
+@pytest.mark.parametrize(
+    "variable, value, message",
+    [
+        ("COGNIVERSE_ARTIFACTS_URL", "/data/artifacts", "local path"),
+        ("COGNIVERSE_ARTIFACTS_URL", "file:///data/artifacts", "local path"),
+        ("CONFIG_STORE_URL", "sqlite:///data/config.sqlite", "SQLite"),
+    ],
+)
 def test_k8s_rejects_storage_pods_cannot_share(variable, value, message):
     with pytest.raises(DeploymentError, match=message):
         check_k8s_environment({**K8S_ENV, variable: value})
@@ -69,7 +84,11 @@ def test_definitions_refuse_to_load_for_k8s_without_its_services():
     env = {key: value for key, value in os.environ.items() if key not in K8S_ENV}
     result = subprocess.run(
         [sys.executable, "-c", "import cogniverse_assets.definitions"],
-        cwd=REPO_ROOT, env={**env, "COGNIVERSE_DEPLOYMENT": "k8s"}, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT,
+        env={**env, "COGNIVERSE_DEPLOYMENT": "k8s"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode != 0
     assert "DeploymentError" in result.stderr and "PHOENIX_ENDPOINT is not set" in result.stderr

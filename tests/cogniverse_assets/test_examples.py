@@ -7,22 +7,35 @@ import pandas as pd
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from cogniverse_resources import trace_contract as tc
-from cogniverse_assets.examples import EXAMPLE_COLUMNS, MAX_RAW_CHARS, PROVENANCES, QUARANTINE_COLUMNS, label_examples, parse_page
+from cogniverse_assets.examples import (
+    EXAMPLE_COLUMNS,
+    MAX_RAW_CHARS,
+    PROVENANCES,
+    QUARANTINE_COLUMNS,
+    label_examples,
+    parse_page,
+)
 from cogniverse_assets.modules.registry import ROUTING_MODULES
+from cogniverse_resources import trace_contract as tc
 
 junk = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30),
-    st.text(min_size=2001, max_size=6000), st.binary(max_size=20),
-    st.lists(st.text(max_size=5), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
+    st.text(min_size=2001, max_size=6000),
+    st.binary(max_size=20),
+    st.lists(st.text(max_size=5), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
 )
 label_like = st.one_of(st.sampled_from([*tc.MODALITIES, *tc.AGENTS, *tc.FUSION_STRATEGIES, "true", "false"]), junk)
 string_list = st.one_of(
     st.lists(st.sampled_from(tc.MODALITIES), max_size=4),
     st.lists(st.text(max_size=300), max_size=60),
     st.lists(junk, max_size=3),
-    st.text(max_size=40), junk,
+    st.text(max_size=40),
+    junk,
 )
 
 
@@ -35,35 +48,48 @@ def attributes(module: str):
     spec = ROUTING_MODULES[module]
     core = {
         tc.MODULE: mostly(st.just(module), st.one_of(st.sampled_from(tc.MODULE_NAMES), junk)),
-        tc.QUERY: mostly(st.text(min_size=1, max_size=200), st.one_of(st.text(alphabet="\u200b\u202e\U0001F600 \n\x00", max_size=20), junk)),
+        tc.QUERY: mostly(
+            st.text(min_size=1, max_size=200),
+            st.one_of(st.text(alphabet="\u200b\u202e\U0001f600 \n\x00", max_size=20), junk),
+        ),
         spec.decision_attribute: mostly(st.sampled_from(spec.labels), label_like),
     }
     fields = {
         tc.CONFIDENCE: mostly(st.floats(min_value=0, max_value=1)),
-        tc.USER_SATISFACTION: mostly(st.integers(min_value=1, max_value=5), st.one_of(st.integers(min_value=-5, max_value=10), junk)),
+        tc.USER_SATISFACTION: mostly(
+            st.integers(min_value=1, max_value=5), st.one_of(st.integers(min_value=-5, max_value=10), junk)
+        ),
         tc.AGENT_SUCCESS: mostly(st.booleans()),
         tc.PROCESSING_TIME_MS: mostly(st.floats(min_value=0, max_value=1e6)),
         tc.DETECTED_MODALITIES: mostly(st.lists(st.sampled_from(tc.MODALITIES), max_size=4), string_list),
         tc.ENTITIES: mostly(st.lists(st.text(max_size=30), max_size=5), string_list),
         tc.MODULE_VERSION: mostly(st.text(max_size=40)),
     }
-    return st.one_of(st.fixed_dictionaries(core, optional=fields), st.fixed_dictionaries({}, optional={**core, **fields}))
+    return st.one_of(
+        st.fixed_dictionaries(core, optional=fields), st.fixed_dictionaries({}, optional={**core, **fields})
+    )
 
 
 def spans(module: str):
     span_id = mostly(st.text(alphabet="0123456789abcdef", min_size=16, max_size=16))
     well_formed = st.fixed_dictionaries(
-        {"context": st.fixed_dictionaries({"span_id": span_id, "trace_id": st.one_of(st.text(max_size=32), junk)}),
-         "attributes": attributes(module),
-         "start_time": mostly(st.just("2026-11-26T10:00:00+00:00"))},
+        {
+            "context": st.fixed_dictionaries({"span_id": span_id, "trace_id": st.one_of(st.text(max_size=32), junk)}),
+            "attributes": attributes(module),
+            "start_time": mostly(st.just("2026-11-26T10:00:00+00:00")),
+        },
     )
-    return mostly(well_formed, st.one_of(junk, st.fixed_dictionaries({}, optional={"context": junk, "attributes": junk})))
+    return mostly(
+        well_formed, st.one_of(junk, st.fixed_dictionaries({}, optional={"context": junk, "attributes": junk}))
+    )
 
 
 annotation = st.fixed_dictionaries(
-    {"result": mostly(st.fixed_dictionaries({}, optional={"label": label_like, "score": junk})),
-     "annotator_kind": mostly(st.sampled_from(tc.ANNOTATOR_KINDS)),
-     "updated_at": mostly(st.just("2026-11-26T11:00:00+00:00"))},
+    {
+        "result": mostly(st.fixed_dictionaries({}, optional={"label": label_like, "score": junk})),
+        "annotator_kind": mostly(st.sampled_from(tc.ANNOTATOR_KINDS)),
+        "updated_at": mostly(st.just("2026-11-26T11:00:00+00:00")),
+    },
 )
 
 
@@ -74,9 +100,7 @@ def test_hostile_spans_are_parsed_or_quarantined_and_counts_add_up(module, data)
     page = data.draw(st.lists(spans(module), min_size=1, max_size=4))
     examples, rejected = parse_page(page, spec)
     assert len(examples) + len(rejected) == len(page)
-    annotations = {
-        example["span_id"]: data.draw(st.lists(annotation, max_size=3)) for example in examples
-    }
+    annotations = {example["span_id"]: data.draw(st.lists(annotation, max_size=3)) for example in examples}
     labeled, contradictory = label_examples(examples, annotations, spec, min_trace_confidence=0.7)
     assert len(labeled) + len(contradictory) == len(examples)
 

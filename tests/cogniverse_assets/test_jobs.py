@@ -10,19 +10,33 @@ from pathlib import Path
 
 import dagster as dg
 
-from cogniverse_resources.config_store import open_config_store
-from cogniverse_resources.stack import REPO_ROOT, free_port
 from cogniverse_assets.demo import prepare_instance, start_daemon, stop_daemon
 from cogniverse_assets.traffic import emit_traffic
+from cogniverse_resources.config_store import open_config_store
+from cogniverse_resources.stack import REPO_ROOT, free_port
 
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
 def backfill(home: Path, partitions: list[str]) -> str:
     result = subprocess.run(
-        [str(Path(sys.executable).with_name("dagster")), "job", "backfill", "-j", "optimize_tenant",
-         "--partitions", ",".join(partitions), "--noprompt", "-w", str(REPO_ROOT / "workspace.yaml")],
-        cwd=REPO_ROOT, env={**os.environ, "DAGSTER_HOME": str(home)}, capture_output=True, text=True, timeout=300,
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "job",
+            "backfill",
+            "-j",
+            "optimize_tenant",
+            "--partitions",
+            ",".join(partitions),
+            "--noprompt",
+            "-w",
+            str(REPO_ROOT / "workspace.yaml"),
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -63,10 +77,17 @@ def test_backfill_isolates_a_broken_tenant_and_serializes_each_tenant(phoenix, t
 
         runs = wait_for(finished_runs, 900, "4 finished optimize_tenant runs", log)
         recorded = wait_for(
-            lambda: instance.fetch_observations(
-                dg.AssetRecordsFilter(asset_key=dg.AssetKey(["modality", "routing_traces"]), asset_partitions=["bf-broken"]), limit=1
-            ).records,
-            120, "lane_failure_sensor's observation", log,
+            lambda: (
+                instance.fetch_observations(
+                    dg.AssetRecordsFilter(
+                        asset_key=dg.AssetKey(["modality", "routing_traces"]), asset_partitions=["bf-broken"]
+                    ),
+                    limit=1,
+                ).records
+            ),
+            120,
+            "lane_failure_sensor's observation",
+            log,
         )
     finally:
         stop_daemon(daemon)
@@ -84,11 +105,14 @@ def test_backfill_isolates_a_broken_tenant_and_serializes_each_tenant(phoenix, t
     observation = recorded[0].asset_observation
     assert observation.metadata["status"].value == "failed"
     error = observation.metadata["error"].value
-    assert error.startswith("Exceeded max_retries of 3 <- ") and "bf-broken/modality" in error and "ConnectError" in error
+    assert (
+        error.startswith("Exceeded max_retries of 3 <- ") and "bf-broken/modality" in error and "ConnectError" in error
+    )
 
     # The healthy tenant's lanes ran to the end of what their data allows (a plan: skip, too few examples).
     plan = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(["modality", "optimization_plan"]), asset_partitions=["bf-ok"]), limit=5
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(["modality", "optimization_plan"]), asset_partitions=["bf-ok"]),
+        limit=5,
     ).records
     assert len(plan) == 2
 

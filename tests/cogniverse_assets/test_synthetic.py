@@ -4,15 +4,15 @@ import dspy
 import pytest
 from dspy.utils import DummyLM
 
+from cogniverse_assets import blending
+from cogniverse_assets.assets.routing_traces import routing_traces_assets
+from cogniverse_assets.assets.synthetic_examples import SYNTHETIC_TABLE, synthetic_examples_assets
+from cogniverse_assets.assets.training_set import TRAINING_SET_TABLE, training_set_assets
+from cogniverse_assets.modules.registry import get_module
+from cogniverse_assets.synthetic import SyntheticQueryGenerator
 from cogniverse_resources.content import CatalogContentBackend, ContentBackendResource
 from cogniverse_resources.lm import LanguageModelResource
 from cogniverse_resources.stack import free_port
-from cogniverse_assets import blending
-from cogniverse_assets.assets.synthetic_examples import SYNTHETIC_TABLE, synthetic_examples_assets
-from cogniverse_assets.assets.training_set import TRAINING_SET_TABLE, training_set_assets
-from cogniverse_assets.assets.routing_traces import routing_traces_assets
-from cogniverse_assets.modules.registry import get_module
-from cogniverse_assets.synthetic import SyntheticQueryGenerator
 
 
 def _generator(answers, module="modality"):
@@ -38,12 +38,15 @@ def test_balanced_across_labels_with_provenance():
 
 def test_duplicates_and_disagreement_are_retried_then_dropped():
     answers = [
-        _written("a real user query"),                      # duplicate of a real query
-        _written("fresh request one"), {"agrees": False},   # the verifier disagrees
-        _written("fresh request two"), {"agrees": True},    # accepted on the third attempt
-        _written("x"),                                      # too short
-        _written("fresh request two"),                      # duplicate of the accepted one
-        _written("yet another"), {"agrees": False},         # third failure: dropped
+        _written("a real user query"),  # duplicate of a real query
+        _written("fresh request one"),
+        {"agrees": False},  # the verifier disagrees
+        _written("fresh request two"),
+        {"agrees": True},  # accepted on the third attempt
+        _written("x"),  # too short
+        _written("fresh request two"),  # duplicate of the accepted one
+        _written("yet another"),
+        {"agrees": False},  # third failure: dropped
     ]
     frame, report = _generator(answers).generate(2, avoid_queries=["A real user QUERY"])
     assert frame["query"].tolist() == ["fresh request two"]
@@ -64,17 +67,23 @@ def test_stored_examples_are_reused_without_lm_calls(tenant_env, monkeypatch):
     """Nothing new means no LM call: the LM resource points at a dead port to prove it."""
     monkeypatch.setattr(blending, "COLD_START_SYNTHETIC_EXAMPLES", 4)
     tenant = tenant_env.add("reuse")
-    frame, _ = _generator([x for i in range(4) for x in (_written(f"stored request {i}"), {"agrees": True})]).generate(4)
+    frame, _ = _generator([x for i in range(4) for x in (_written(f"stored request {i}"), {"agrees": True})]).generate(
+        4
+    )
     tenant_env.artifacts.write_table(tenant, "modality", SYNTHETIC_TABLE, frame)
     dead_lm = LanguageModelResource(student_api_base=f"http://127.0.0.1:{free_port()}/v1", num_retries=0)
-    result = tenant_env.materialize([synthetic_examples_assets[0]], tenant, content=ContentBackendResource(vespa_url=""), lm=dead_lm)
+    result = tenant_env.materialize(
+        [synthetic_examples_assets[0]], tenant, content=ContentBackendResource(vespa_url=""), lm=dead_lm
+    )
     (event,) = result.asset_materializations_for_node(synthetic_examples_assets[0].op.name)
     assert event.metadata["lm_calls"].value == 0 and event.metadata["total"].value == 4
 
 
 def test_synthetic_data_off_materializes_empty_with_the_reason(tenant_env):
     tenant = tenant_env.add("nosyn", use_synthetic_data=False)
-    result = tenant_env.materialize([synthetic_examples_assets[0]], tenant, content=ContentBackendResource(vespa_url=""), lm=LanguageModelResource())
+    result = tenant_env.materialize(
+        [synthetic_examples_assets[0]], tenant, content=ContentBackendResource(vespa_url=""), lm=LanguageModelResource()
+    )
     (event,) = result.asset_materializations_for_node(synthetic_examples_assets[0].op.name)
     assert event.metadata["total"].value == 0 and event.metadata["reason"].value == "use_synthetic_data is off"
 
@@ -84,7 +93,9 @@ def test_cold_start_lane_generates_synthetic_data_with_the_local_lm(tenant_env, 
     monkeypatch.setattr(blending, "COLD_START_SYNTHETIC_EXAMPLES", 3)
     tenant = tenant_env.add("cold")
     lane = [routing_traces_assets[0], synthetic_examples_assets[0], training_set_assets[0]]
-    result = tenant_env.materialize(lane, tenant, content=ContentBackendResource(vespa_url=""), lm=LanguageModelResource())
+    result = tenant_env.materialize(
+        lane, tenant, content=ContentBackendResource(vespa_url=""), lm=LanguageModelResource()
+    )
     assert result.success
     synthetic = tenant_env.artifacts.read_table(tenant, "modality", SYNTHETIC_TABLE)
     assert 1 <= len(synthetic) <= 4

@@ -2,9 +2,9 @@ from collections import Counter
 
 import pytest
 
-from cogniverse_resources import trace_contract as tc
 from cogniverse_assets.demo_data import load_queries
 from cogniverse_assets.traffic import emit_traffic
+from cogniverse_resources import trace_contract as tc
 
 
 def test_noisy_traffic_lands_with_feedback(phoenix):

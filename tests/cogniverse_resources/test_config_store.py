@@ -57,7 +57,10 @@ def test_a_corrupted_record_fails_loudly(tmp_path):
     store = SQLiteConfigStore(tmp_path / "config.sqlite")
     store.add("acme")
     with sqlite3.connect(store.path) as conn:
-        conn.execute("UPDATE tenants SET config = ? WHERE tenant_id = 'acme'", ('{"tenant_id": "acme", "synthetic_data_ratio": 9}',))
+        conn.execute(
+            "UPDATE tenants SET config = ? WHERE tenant_id = 'acme'",
+            ('{"tenant_id": "acme", "synthetic_data_ratio": 9}',),
+        )
     with pytest.raises(ValidationError):
         store.get("acme")
 

@@ -28,7 +28,6 @@ from cogniverse_resources.content import (
 )
 from cogniverse_resources.trace_contract import MODALITIES
 
-
 # --- catalog ---------------------------------------------------------------------------------
 
 
@@ -115,7 +114,14 @@ def vespa_result(hits: list[dict]) -> dict:
             "id": "toplevel",
             "relevance": 1.0,
             "fields": {"totalCount": len(hits)},
-            "coverage": {"coverage": 100, "documents": len(hits), "full": True, "nodes": 1, "results": 1, "resultsFull": 1},
+            "coverage": {
+                "coverage": 100,
+                "documents": len(hits),
+                "full": True,
+                "nodes": 1,
+                "results": 1,
+                "resultsFull": 1,
+            },
             "children": hits,
         }
     }
@@ -206,14 +212,29 @@ def closed_port() -> int:
 def test_vespa_query_shape_and_hit_mapping(fake_vespa):
     fake_vespa.payload = vespa_result(
         [
-            vespa_hit("c1", id="c1", title="Brake pads", description="DIY", transcript="Hang the caliper", modality="video", tags=["cars", "diy"]),
+            vespa_hit(
+                "c1",
+                id="c1",
+                title="Brake pads",
+                description="DIY",
+                transcript="Hang the caliper",
+                modality="video",
+                tags=["cars", "diy"],
+            ),
             vespa_hit("c2", id="c2", title="Podcast", modality="audio"),
         ]
     )
     backend = VespaContentBackend(fake_vespa.url, schema="media", timeout_s=5)
     items = backend.sample(7)
     assert items == [
-        ContentItem(id="c1", title="Brake pads", description="DIY", transcript="Hang the caliper", modality="video", tags=("cars", "diy")),
+        ContentItem(
+            id="c1",
+            title="Brake pads",
+            description="DIY",
+            transcript="Hang the caliper",
+            modality="video",
+            tags=("cars", "diy"),
+        ),
         ContentItem(id="c2", title="Podcast", description="", transcript="", modality="audio", tags=()),
     ]
     request = fake_vespa.requests[-1]
@@ -240,17 +261,43 @@ def test_vespa_modality_filter_seed_and_rank_profile(fake_vespa):
 def test_vespa_modality_value_is_escaped(fake_vespa):
     backend = VespaContentBackend(fake_vespa.url, timeout_s=5)
     assert backend.sample(2, modality='vi"deo\\') == []
-    assert fake_vespa.last_query()["yql"] == 'select * from sources content where modality contains "vi\\"deo\\\\" limit 2'
+    assert (
+        fake_vespa.last_query()["yql"] == 'select * from sources content where modality contains "vi\\"deo\\\\" limit 2'
+    )
 
 
 def test_vespa_custom_field_map(fake_vespa):
     fake_vespa.payload = vespa_result(
-        [vespa_hit("d1", doc_key="d1", headline="Quarterly report", summary="Numbers", body="Revenue up", kind="document", labels="finance")]
+        [
+            vespa_hit(
+                "d1",
+                doc_key="d1",
+                headline="Quarterly report",
+                summary="Numbers",
+                body="Revenue up",
+                kind="document",
+                labels="finance",
+            )
+        ]
     )
-    field_map = {"id": "doc_key", "title": "headline", "description": "summary", "transcript": "body", "modality": "kind", "tags": "labels"}
+    field_map = {
+        "id": "doc_key",
+        "title": "headline",
+        "description": "summary",
+        "transcript": "body",
+        "modality": "kind",
+        "tags": "labels",
+    }
     backend = VespaContentBackend(fake_vespa.url, field_map=field_map, timeout_s=5)
     [item] = backend.sample(1, modality="document")
-    assert item == ContentItem(id="d1", title="Quarterly report", description="Numbers", transcript="Revenue up", modality="document", tags=("finance",))
+    assert item == ContentItem(
+        id="d1",
+        title="Quarterly report",
+        description="Numbers",
+        transcript="Revenue up",
+        modality="document",
+        tags=("finance",),
+    )
     assert 'where kind contains "document"' in fake_vespa.last_query()["yql"]
     with pytest.raises(ValueError, match="unknown field_map keys"):
         VespaContentBackend(fake_vespa.url, field_map={"headline": "title"})

@@ -1,9 +1,9 @@
 import dspy
 import pytest
 
-from cogniverse_resources.lm import LOCAL_MODEL, LanguageModelResource, LlamaCppJSONAdapter
 from cogniverse_assets.demo_data import load_queries
 from cogniverse_assets.modules.registry import ROUTING_MODULES
+from cogniverse_resources.lm import LOCAL_MODEL, LanguageModelResource, LlamaCppJSONAdapter
 
 
 class _FakeLM:

@@ -10,8 +10,14 @@ from cogniverse_resources.content import ContentBackendResource
 from cogniverse_resources.lm import LOCAL_MODEL, LanguageModelResource
 from cogniverse_resources.phoenix import PhoenixResource
 
-RESOURCES = (PhoenixResource, LanguageModelResource, ConfigStoreResource, ContentBackendResource, ArtifactStore,
-             DSPyModuleIOManager)
+RESOURCES = (
+    PhoenixResource,
+    LanguageModelResource,
+    ConfigStoreResource,
+    ContentBackendResource,
+    ArtifactStore,
+    DSPyModuleIOManager,
+)
 
 
 def test_every_mapped_field_exists_on_its_resource():
@@ -31,8 +37,11 @@ def test_phoenix_endpoint_falls_back_to_the_collector_endpoint():
 
 def test_both_readers_see_the_same_variables():
     environ = {
-        "VESPA_URL": "http://vespa:8080", "VESPA_SCHEMA": "media", "VESPA_RANK_PROFILE": "",
-        "VESPA_FIELD_MAP": '{"title": "headline"}', "ROUTER_OPTIMIZER_TEACHER_KEY": "sk-x",
+        "VESPA_URL": "http://vespa:8080",
+        "VESPA_SCHEMA": "media",
+        "VESPA_RANK_PROFILE": "",
+        "VESPA_FIELD_MAP": '{"title": "headline"}',
+        "ROUTER_OPTIMIZER_TEACHER_KEY": "sk-x",
     }
     for resource in RESOURCES:
         assert set(settings.env_values(resource, environ)) == set(settings.env_vars(resource, environ))

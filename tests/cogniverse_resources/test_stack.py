@@ -13,7 +13,9 @@ def test_port_in_use_is_one_clear_error(tmp_path):
         blocker.bind((stack.HOST, 0))
         blocker.listen()
         port = blocker.getsockname()[1]
-        service = stack.phoenix_service(working_dir=tmp_path / "w", port=port, grpc_port=stack.free_port(), directory=tmp_path)
+        service = stack.phoenix_service(
+            working_dir=tmp_path / "w", port=port, grpc_port=stack.free_port(), directory=tmp_path
+        )
         with pytest.raises(stack.StackError) as error:
             service.start()
     message = str(error.value)
@@ -42,7 +44,9 @@ def test_model_that_will_not_load_is_one_clear_error(tmp_path):
 def test_down_only_stops_what_up_started(tmp_path):
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        service = stack.phoenix_service(working_dir=tmp_path / "w", port=stack.free_port(), grpc_port=stack.free_port(), directory=tmp_path)
+        service = stack.phoenix_service(
+            working_dir=tmp_path / "w", port=stack.free_port(), grpc_port=stack.free_port(), directory=tmp_path
+        )
         # A PID file pointing at a process that is not ours (e.g. a recycled PID).
         service.pid_file.write_text(f'{{"pid": {bystander.pid}, "marker": "serve"}}')
         assert service.stop() is False

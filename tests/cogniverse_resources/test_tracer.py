@@ -8,8 +8,15 @@ from cogniverse_resources.tracer import Feedback, RoutingDecision, RoutingTracer
 
 def _decision(**overrides):
     values = dict(
-        module="modality", query="highlights of the final", label="video", confidence=0.9,
-        processing_time_ms=12.5, module_version="v1", success=True, result_count=3, satisfaction=5,
+        module="modality",
+        query="highlights of the final",
+        label="video",
+        confidence=0.9,
+        processing_time_ms=12.5,
+        module_version="v1",
+        success=True,
+        result_count=3,
+        satisfaction=5,
     )
     values.update(overrides)
     return RoutingDecision(**values)
@@ -17,8 +24,18 @@ def _decision(**overrides):
 
 def test_attributes_cover_the_contract():
     attributes = _decision().attributes("acme")
-    for key in (tc.QUERY, tc.MODULE, tc.MODALITY, tc.CONFIDENCE, tc.PROCESSING_TIME_MS, tc.MODULE_VERSION,
-                tc.TENANT_ID, tc.AGENT_SUCCESS, tc.AGENT_RESULT_COUNT, tc.USER_SATISFACTION):
+    for key in (
+        tc.QUERY,
+        tc.MODULE,
+        tc.MODALITY,
+        tc.CONFIDENCE,
+        tc.PROCESSING_TIME_MS,
+        tc.MODULE_VERSION,
+        tc.TENANT_ID,
+        tc.AGENT_SUCCESS,
+        tc.AGENT_RESULT_COUNT,
+        tc.USER_SATISFACTION,
+    ):
         assert key in attributes
     cross = _decision(module="cross_modal", label="rrf", detected_modalities=["video", "text"]).attributes("acme")
     assert cross[tc.FUSION_STRATEGY] == "rrf" and cross[tc.NEEDS_FUSION] is True
@@ -39,7 +56,12 @@ def test_spans_and_feedback_land_in_the_tenants_project_only(phoenix):
         span_ok = tracer_a.record(_decision())
         span_err = tracer_a.record(_decision(module="routing", label="video_search_agent", error="agent timeout"))
     span_b = tracer_b.record(_decision(query="tenant b query"))
-    assert tracer_a.annotate([Feedback(span_ok, "video", "HUMAN", 1.0), Feedback(span_err, "summarizer_agent", "LLM", 0.7)]) == 2
+    assert (
+        tracer_a.annotate(
+            [Feedback(span_ok, "video", "HUMAN", 1.0), Feedback(span_err, "summarizer_agent", "LLM", 0.7)]
+        )
+        == 2
+    )
     tracer_b.flush()
     phoenix.wait_for_spans("tracer-b", [span_b])
 
@@ -54,13 +76,17 @@ def test_spans_and_feedback_land_in_the_tenants_project_only(phoenix):
     assert ok["parent_id"]  # grouped under the request span
 
     annotations = client.spans.get_span_annotations(
-        span_ids=[span_ok, span_err], project_identifier=phoenix.project_name("tracer-a"),
+        span_ids=[span_ok, span_err],
+        project_identifier=phoenix.project_name("tracer-a"),
         include_annotation_names=[tc.FEEDBACK_ANNOTATION],
     )
     labels = {a["span_id"]: (a["result"]["label"], a["annotator_kind"]) for a in annotations}
     assert labels == {span_ok: ("video", "HUMAN"), span_err: ("summarizer_agent", "LLM")}
 
-    b_queries = [s["attributes"][tc.QUERY] for s in client.spans.get_spans(project_identifier=phoenix.project_name("tracer-b"), limit=100)]
+    b_queries = [
+        s["attributes"][tc.QUERY]
+        for s in client.spans.get_spans(project_identifier=phoenix.project_name("tracer-b"), limit=100)
+    ]
     assert "highlights of the final" not in b_queries
     tracer_a.shutdown()
     tracer_b.shutdown()

@@ -14,8 +14,16 @@ import yaml
 
 VALUES_FILE = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "values.yaml"
 
-_named_list = {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}
-_env = {"oneOf": [{"type": "object", "additionalProperties": {"type": "string"}}, {"type": "array", "items": {"type": "object"}}]}
+_named_list = {
+    "type": "array",
+    "items": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+}
+_env = {
+    "oneOf": [
+        {"type": "object", "additionalProperties": {"type": "string"}},
+        {"type": "array", "items": {"type": "object"}},
+    ]
+}
 _image = {
     "type": "object",
     "required": ["repository", "pullPolicy"],
@@ -32,11 +40,17 @@ _tag_limit = {
     "properties": {
         "key": {"type": "string"},
         "limit": {"type": "integer"},
-        "value": {"oneOf": [
-            {"type": ["string", "null"]},
-            {"type": "object", "additionalProperties": False, "required": ["applyLimitPerUniqueValue"],
-             "properties": {"applyLimitPerUniqueValue": {"type": "boolean"}}},
-        ]},
+        "value": {
+            "oneOf": [
+                {"type": ["string", "null"]},
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["applyLimitPerUniqueValue"],
+                    "properties": {"applyLimitPerUniqueValue": {"type": "boolean"}},
+                },
+            ]
+        },
     },
 }
 _pod_env = {"envConfigMaps": _named_list, "envSecrets": _named_list, "env": _env}
@@ -44,26 +58,37 @@ _pod_env = {"envConfigMaps": _named_list, "envSecrets": _named_list, "env": _env
 VALUES_SCHEMA = {
     "type": "object",
     "properties": {
-        "global": {"type": "object", "properties": {"postgresqlSecretName": {"type": "string"}, "serviceAccountName": {"type": "string"}}},
+        "global": {
+            "type": "object",
+            "properties": {"postgresqlSecretName": {"type": "string"}, "serviceAccountName": {"type": "string"}},
+        },
         "dagster-user-deployments": {
             "type": "object",
             "required": ["enabled", "enableSubchart", "deployments"],
             "properties": {
                 "enabled": {"type": "boolean"},
                 "enableSubchart": {"type": "boolean"},
-                "deployments": {"type": "array", "minItems": 1, "items": {
-                    "type": "object",
-                    "required": ["name", "image", "port"],
-                    "properties": {
-                        "name": {"type": "string"},
-                        "image": _image,
-                        "port": {"type": "integer"},
-                        "dagsterApiGrpcArgs": {"type": "array", "items": {"type": "string"}},
-                        "includeConfigInLaunchedRuns": {"type": "object", "required": ["enabled"], "properties": {"enabled": {"type": "boolean"}}},
-                        "resources": {"type": "object"},
-                        **_pod_env,
+                "deployments": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "image", "port"],
+                        "properties": {
+                            "name": {"type": "string"},
+                            "image": _image,
+                            "port": {"type": "integer"},
+                            "dagsterApiGrpcArgs": {"type": "array", "items": {"type": "string"}},
+                            "includeConfigInLaunchedRuns": {
+                                "type": "object",
+                                "required": ["enabled"],
+                                "properties": {"enabled": {"type": "boolean"}},
+                            },
+                            "resources": {"type": "object"},
+                            **_pod_env,
+                        },
                     },
-                }},
+                },
             },
         },
         "dagsterWebserver": {"type": "object", "properties": _pod_env},
@@ -78,17 +103,22 @@ VALUES_SCHEMA = {
                     "properties": {
                         "enabled": {"type": "boolean"},
                         "type": {"enum": ["QueuedRunCoordinator", "CustomRunCoordinator"]},
-                        "config": {"type": "object", "properties": {"queuedRunCoordinator": {
+                        "config": {
                             "type": "object",
-                            "additionalProperties": False,
                             "properties": {
-                                "maxConcurrentRuns": {"type": ["integer", "null"]},
-                                "tagConcurrencyLimits": {"type": "array", "items": _tag_limit},
-                                "dequeueIntervalSeconds": {"type": ["integer", "null"]},
-                                "dequeueUseThreads": {"type": "boolean"},
-                                "dequeueNumWorkers": {"type": ["integer", "null"]},
+                                "queuedRunCoordinator": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "maxConcurrentRuns": {"type": ["integer", "null"]},
+                                        "tagConcurrencyLimits": {"type": "array", "items": _tag_limit},
+                                        "dequeueIntervalSeconds": {"type": ["integer", "null"]},
+                                        "dequeueUseThreads": {"type": "boolean"},
+                                        "dequeueNumWorkers": {"type": ["integer", "null"]},
+                                    },
+                                }
                             },
-                        }}},
+                        },
                     },
                 },
             },
@@ -99,37 +129,66 @@ VALUES_SCHEMA = {
             "required": ["type", "config"],
             "properties": {
                 "type": {"enum": ["CeleryK8sRunLauncher", "K8sRunLauncher", "CustomRunLauncher"]},
-                "config": {"type": "object", "properties": {"k8sRunLauncher": {
+                "config": {
                     "type": "object",
-                    "additionalProperties": False,
-                    "required": ["imagePullPolicy", "loadInclusterConfig", "envConfigMaps", "envSecrets", "envVars", "volumeMounts", "volumes"],
                     "properties": {
-                        "image": {"oneOf": [_image, {"type": "null"}]},
-                        "imagePullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
-                        "loadInclusterConfig": {"type": "boolean"},
-                        "jobNamespace": {"type": ["string", "null"]},
-                        "envConfigMaps": _named_list,
-                        "envSecrets": _named_list,
-                        "envVars": {"type": "array", "items": {"type": "string"}},
-                        "volumeMounts": {"type": "array"},
-                        "volumes": {"type": "array"},
-                        "labels": {"type": "object"},
-                        "resources": {"type": "object"},
-                        "failPodOnRunFailure": {"type": "boolean"},
-                        "runK8sConfig": {
+                        "k8sRunLauncher": {
                             "type": "object",
                             "additionalProperties": False,
-                            "properties": {name: {"type": "object"} for name in (
-                                "containerConfig", "podSpecConfig", "podTemplateSpecMetadata", "jobSpecConfig", "jobMetadata")},
-                        },
+                            "required": [
+                                "imagePullPolicy",
+                                "loadInclusterConfig",
+                                "envConfigMaps",
+                                "envSecrets",
+                                "envVars",
+                                "volumeMounts",
+                                "volumes",
+                            ],
+                            "properties": {
+                                "image": {"oneOf": [_image, {"type": "null"}]},
+                                "imagePullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
+                                "loadInclusterConfig": {"type": "boolean"},
+                                "jobNamespace": {"type": ["string", "null"]},
+                                "envConfigMaps": _named_list,
+                                "envSecrets": _named_list,
+                                "envVars": {"type": "array", "items": {"type": "string"}},
+                                "volumeMounts": {"type": "array"},
+                                "volumes": {"type": "array"},
+                                "labels": {"type": "object"},
+                                "resources": {"type": "object"},
+                                "failPodOnRunFailure": {"type": "boolean"},
+                                "runK8sConfig": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        name: {"type": "object"}
+                                        for name in (
+                                            "containerConfig",
+                                            "podSpecConfig",
+                                            "podTemplateSpecMetadata",
+                                            "jobSpecConfig",
+                                            "jobMetadata",
+                                        )
+                                    },
+                                },
+                            },
+                        }
                     },
-                }}},
+                },
             },
         },
         "generatePostgresqlPasswordSecret": {"type": "boolean"},
         "postgresql": {
             "type": "object",
-            "required": ["enabled", "postgresqlHost", "postgresqlUsername", "postgresqlPassword", "postgresqlDatabase", "postgresqlParams", "service"],
+            "required": [
+                "enabled",
+                "postgresqlHost",
+                "postgresqlUsername",
+                "postgresqlPassword",
+                "postgresqlDatabase",
+                "postgresqlParams",
+                "service",
+            ],
             "properties": {
                 "enabled": {"type": "boolean"},
                 "postgresqlHost": {"type": "string"},
@@ -167,7 +226,8 @@ def render_instance(values: dict, release: str = "cogniverse", namespace: str = 
         "service_account_name": values.get("global", {}).get("serviceAccountName") or fullname(release),
         "dagster_home": "/opt/dagster/dagster_home",
         "instance_config_map": f"{fullname(release)}-instance",
-        "postgres_password_secret": values.get("global", {}).get("postgresqlSecretName") or f"{fullname(release)}-postgresql-secret",
+        "postgres_password_secret": values.get("global", {}).get("postgresqlSecretName")
+        or f"{fullname(release)}-postgresql-secret",
         "env_config_maps": [item["name"] for item in launcher["envConfigMaps"]],
         "env_secrets": [item["name"] for item in launcher["envSecrets"]],
         "env_vars": launcher["envVars"],
@@ -195,7 +255,10 @@ def render_instance(values: dict, release: str = "cogniverse", namespace: str = 
         },
         "telemetry": {"enabled": values.get("telemetry", {}).get("enabled", True)},
     }
-    for storage, cls in (("run_storage", "PostgresRunStorage"), ("event_log_storage", "PostgresEventLogStorage"),
-                         ("schedule_storage", "PostgresScheduleStorage")):
+    for storage, cls in (
+        ("run_storage", "PostgresRunStorage"),
+        ("event_log_storage", "PostgresEventLogStorage"),
+        ("schedule_storage", "PostgresScheduleStorage"),
+    ):
         instance[storage] = {"module": "dagster_postgres", "class": cls, "config": {"postgres_db": db}}
     return instance

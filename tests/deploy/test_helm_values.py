@@ -19,11 +19,17 @@ def test_values_match_the_chart_schema():
     jsonschema.validate(load_values(), VALUES_SCHEMA)
 
 
-@pytest.mark.parametrize("path, value", [
-    (("runLauncher", "config", "k8sRunLauncher", "envSecret"), [{"name": "x"}]),  # typo of envSecrets
-    (("runLauncher", "type"), "K8sLauncher"),
-    (("dagsterDaemon", "runCoordinator", "config", "queuedRunCoordinator", "tagConcurrencyLimits"), [{"key": "tenant", "limit": "one"}]),
-])
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        (("runLauncher", "config", "k8sRunLauncher", "envSecret"), [{"name": "x"}]),  # typo of envSecrets
+        (("runLauncher", "type"), "K8sLauncher"),
+        (
+            ("dagsterDaemon", "runCoordinator", "config", "queuedRunCoordinator", "tagConcurrencyLimits"),
+            [{"key": "tenant", "limit": "one"}],
+        ),
+    ],
+)
 def test_schema_check_rejects_broken_values(path, value):
     values = copy.deepcopy(load_values())
     target = values
@@ -41,8 +47,11 @@ def test_rendered_instance_is_valid_dagster_config(tmp_path):
     for section, cls in (("run_launcher", K8sRunLauncher), ("run_coordinator", QueuedRunCoordinator)):
         result = validate_config(cls.config_type(), instance[section]["config"])
         assert result.success, [error.message for error in result.errors]
-    for section, cls in (("run_storage", PostgresRunStorage), ("event_log_storage", PostgresEventLogStorage),
-                         ("schedule_storage", PostgresScheduleStorage)):
+    for section, cls in (
+        ("run_storage", PostgresRunStorage),
+        ("event_log_storage", PostgresEventLogStorage),
+        ("schedule_storage", PostgresScheduleStorage),
+    ):
         result = validate_config(cls.config_type(), instance[section]["config"])
         assert result.success, [error.message for error in result.errors]
 
@@ -54,7 +63,12 @@ def test_one_run_per_tenant_and_shared_settings_everywhere():
     deployment = values["dagster-user-deployments"]["deployments"][0]
     assert deployment["env"]["COGNIVERSE_DEPLOYMENT"] == "k8s"
     assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "cogniverse_assets.definitions"]
-    for pod in (deployment, values["dagsterWebserver"], values["dagsterDaemon"], values["runLauncher"]["config"]["k8sRunLauncher"]):
+    for pod in (
+        deployment,
+        values["dagsterWebserver"],
+        values["dagsterDaemon"],
+        values["runLauncher"]["config"]["k8sRunLauncher"],
+    ):
         assert {"name": "cogniverse-secrets"} in pod["envSecrets"]
         assert {"name": "cogniverse-settings"} in pod["envConfigMaps"]
 

@@ -56,9 +56,13 @@ def step_job(run_launcher, defs, asset_key: str, tenant: str = "acme") -> dict:
     job = defs.resolve_job_def("optimize_tenant")
     step_key = "__".join(dg.AssetKey.from_user_string(asset_key).path)
     node = next(node for node in job.graph.node_dict.values() if node.name == step_key)
-    run = dg.DagsterRun(job_name=job.name, run_id="7f3c9e2a-0000-4000-8000-000000000001", tags={"dagster/partition": tenant})
+    run = dg.DagsterRun(
+        job_name=job.name, run_id="7f3c9e2a-0000-4000-8000-000000000001", tags={"dagster/partition": tenant}
+    )
     context = K8sContainerContext.create_for_run(run, run_launcher, include_run_tags=False)
-    context = context.merge(K8sContainerContext(run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(DEFAULT_STEP_K8S_CONFIG)))
+    context = context.merge(
+        K8sContainerContext(run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(DEFAULT_STEP_K8S_CONFIG))
+    )
     context = context.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(node.tags)))
     spec = construct_dagster_k8s_job(
         job_config=context.get_k8s_job_config(IMAGE, run_launcher),
@@ -67,7 +71,10 @@ def step_job(run_launcher, defs, asset_key: str, tenant: str = "acme") -> dict:
         component="step_worker",
         user_defined_k8s_config=context.run_k8s_config,
         labels={"dagster/job": job.name, "dagster/op": step_key, "dagster/run-id": run.run_id},
-        env_vars=[{"name": "DAGSTER_RUN_JOB_NAME", "value": job.name}, {"name": "DAGSTER_RUN_STEP_KEY", "value": step_key}],
+        env_vars=[
+            {"name": "DAGSTER_RUN_JOB_NAME", "value": job.name},
+            {"name": "DAGSTER_RUN_STEP_KEY", "value": step_key},
+        ],
     )
     return ApiClient().sanitize_for_serialization(spec)
 
@@ -101,7 +108,10 @@ def test_step_job_image_env_secrets_and_labels(run_launcher, k8s_defs, asset_key
     env = {item["name"]: item for item in container["env"]}
     assert env["DAGSTER_RUN_STEP_KEY"]["value"] == step_key
     # Dagster's storage password comes from the chart's secret, never a literal.
-    assert env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "cogniverse-postgresql", "key": "postgresql-password"}
+    assert env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "cogniverse-postgresql",
+        "key": "postgresql-password",
+    }
     labels = spec["spec"]["template"]["metadata"]["labels"]
     assert labels["dagster/op"] == step_key and labels["app.kubernetes.io/component"] == "step_worker"
     assert spec["spec"]["backoffLimit"] == 0  # Dagster retries steps itself (RetryPolicy), not Kubernetes

@@ -7,11 +7,11 @@ import uuid
 import dagster as dg
 import psycopg2
 
-from cogniverse_resources.artifacts import ArtifactStore
-from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_assets.assets.routing_traces import routing_traces_assets
 from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets.traffic import emit_traffic
+from cogniverse_resources.artifacts import ArtifactStore
+from cogniverse_resources.config_store import ConfigStoreResource
 from tests.deploy.chart import VALUES_FILE
 
 INSTANCE_FILE = VALUES_FILE.parents[1] / "dagster-postgres.yaml"
@@ -32,8 +32,14 @@ def test_tenant_partition_materializes_on_postgres(tmp_path, monkeypatch, postgr
         instance.add_dynamic_partitions(tenants_partitions.name, [tenant])
         modality_traces = next(a for a in routing_traces_assets if a.key == dg.AssetKey(["modality", "routing_traces"]))
         result = dg.materialize(
-            [modality_traces], partition_key=tenant, instance=instance,
-            resources={"phoenix": phoenix, "config_store": config_store, "artifacts": ArtifactStore(root=str(tmp_path / "artifacts"))},
+            [modality_traces],
+            partition_key=tenant,
+            instance=instance,
+            resources={
+                "phoenix": phoenix,
+                "config_store": config_store,
+                "artifacts": ArtifactStore(root=str(tmp_path / "artifacts")),
+            },
         )
         assert result.success
         [materialization] = result.asset_materializations_for_node("modality__routing_traces")
@@ -44,6 +50,9 @@ def test_tenant_partition_materializes_on_postgres(tmp_path, monkeypatch, postgr
         assert cursor.fetchone() == ("SUCCESS",)
         cursor.execute("SELECT partition FROM dynamic_partitions WHERE partitions_def_name = 'tenants'")
         assert cursor.fetchall() == [(tenant,)]
-        cursor.execute("SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' AND partition = %s", (tenant,))
+        cursor.execute(
+            "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' AND partition = %s",
+            (tenant,),
+        )
         assert cursor.fetchone() == (1,)
     assert not list(home.glob("**/*.db"))  # nothing went to SQLite
