@@ -137,8 +137,9 @@ class DueTenant:
         return self.config.tenant_id
 
     @property
-    def endpoint(self) -> str:
-        return self.config.phoenix_endpoint or ""
+    def endpoint(self) -> tuple[str, str]:
+        """The tenant's Phoenix: (endpoint, name of its key variable); empty for the shared one."""
+        return self.config.phoenix_endpoint or "", self.config.phoenix_api_key_env or ""
 
     @property
     def needed(self) -> int:
@@ -306,7 +307,7 @@ def count_upper_bounds(phoenix: PhoenixResource, due: list[DueTenant]) -> UpperB
     within the lookback gets its exact count; for the others the count is an upper bound, and a
     bound below the threshold rules the lane out. The rest are left for stage 2.
     """
-    groups: dict[tuple[str, datetime, float], list[DueTenant]] = {}
+    groups: dict[tuple[tuple[str, str], datetime, float], list[DueTenant]] = {}
     for tenant in due:
         key = (tenant.endpoint, tenant.lookback_start, tenant.config.min_trace_confidence)
         groups.setdefault(key, []).append(tenant)
@@ -314,7 +315,7 @@ def count_upper_bounds(phoenix: PhoenixResource, due: list[DueTenant]) -> UpperB
     unreachable: dict[str, str] = {}
     for (endpoint, lookback_start, min_confidence), tenants in groups.items():
         try:
-            bounds = phoenix.for_tenant(endpoint or None).count_labeled_routing_spans_since(
+            bounds = phoenix.for_tenant(endpoint[0] or None, endpoint[1] or None).count_labeled_routing_spans_since(
                 [tenant.tenant_id for tenant in tenants], ROUTING_MODULES, lookback_start, min_confidence
             )
         except PhoenixUnavailable as error:
@@ -347,14 +348,19 @@ def count_exactly(
     at the deadline; the lanes not reached get the verdict ``DEFERRED`` and the sensor's cursor
     makes the next tick start with them.
     """
-    by_endpoint: dict[str, dict[str, UndecidedTenant]] = {}
+    by_endpoint: dict[tuple[str, str], dict[str, UndecidedTenant]] = {}
     for item in undecided:
         by_endpoint.setdefault(item.tenant.endpoint, {})[item.tenant.tenant_id] = item
     unreachable: dict[str, str] = {}
     for endpoint, tenants in by_endpoint.items():
         order = rotation(tenants, resume_from)
         requests = {tenant_id: tenants[tenant_id].request for tenant_id in order}
-        counts, errors = phoenix.for_tenant(endpoint or None).count_labeled_routing_spans_many(requests, deadline)
+        try:
+            tenant_phoenix = phoenix.for_tenant(endpoint[0] or None, endpoint[1] or None)
+        except PhoenixUnavailable as error:  # a refused endpoint (not allowed, no key) fails only its tenants
+            unreachable.update(dict.fromkeys(order, str(error)))
+            continue
+        counts, errors = tenant_phoenix.count_labeled_routing_spans_many(requests, deadline)
         unreachable.update(errors)
         for tenant_id in order:
             if tenant_id in errors:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Iterator, Mapping
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import dagster as dg
 import httpx
@@ -16,8 +19,8 @@ from pydantic import Field
 
 from cogniverse_resources import settings
 from cogniverse_resources import trace_contract as tc
+from cogniverse_resources.redaction import has_userinfo, redact_url
 from cogniverse_resources.stack import phoenix_url
-
 
 # Phoenix rejects GraphQL queries with more aliased fields than this.
 GRAPHQL_MAX_ALIASES = 50
@@ -25,8 +28,20 @@ PROJECTS_PER_PAGE = 1000
 SPANS_PER_PAGE = 1000  # the most Phoenix's REST getSpans returns per page
 
 
+ALLOWED_HOSTS_VARIABLE = "COGNIVERSE_PHOENIX_ALLOWED_HOSTS"
+API_KEY_ENV_PATTERN = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+USER_AGENT = "cogniverse-auto-optimization"  # sent with every request
+
+
 class PhoenixUnavailable(RuntimeError):
     """Phoenix could not be reached; callers decide whether to retry or skip."""
+
+
+class PhoenixEndpointRefused(PhoenixUnavailable):
+    """A tenant's Phoenix endpoint this deployment will not call: credentials in the URL, a host
+    outside ``COGNIVERSE_PHOENIX_ALLOWED_HOSTS``, or an unusable ``phoenix_api_key_env``. A
+    ``PhoenixUnavailable``, so the sensor reports that tenant (and its lanes fail) while every
+    other tenant goes on. The message never holds a credential."""
 
 
 @dataclass(frozen=True)
@@ -45,7 +60,12 @@ class PhoenixResource(dg.ConfigurableResource):
     # The embedded default is the stack's Phoenix (``PHOENIX_PORT``), looked up when the resource is built.
     endpoint: str = Field(default_factory=lambda: phoenix_url(), description="Phoenix base URL")
     project_prefix: str = Field(default=tc.DEFAULT_PROJECT_PREFIX, description="Project name = prefix + tenant id")
-    api_key: str | None = Field(default=None, description="Phoenix API key")
+    api_key: str | None = Field(default=None, description="Phoenix API key (sent to this endpoint only)")
+    allowed_hosts: str | None = Field(
+        default=None,
+        description="Hosts a tenant's own phoenix_endpoint may name: comma-separated host names or *.suffix "
+        "('*': any). Unset: any http(s) host.",
+    )
     timeout_s: int = 30
 
     @classmethod
@@ -53,21 +73,104 @@ class PhoenixResource(dg.ConfigurableResource):
         """The Phoenix the environment names (``settings.RESOURCE_ENV``); ``overrides`` win."""
         return settings.from_env(cls, environ, **overrides)
 
-    def for_tenant(self, phoenix_endpoint: str | None) -> "PhoenixResource":
-        """This Phoenix, or the tenant's own one when its config names an endpoint."""
-        if not phoenix_endpoint or phoenix_endpoint == self.endpoint:
+    def for_tenant(
+        self, phoenix_endpoint: str | None, api_key_env: str | None = None, environ: Mapping[str, str] | None = None
+    ) -> "PhoenixResource":
+        """This Phoenix, or the tenant's own one when its config names an endpoint
+        (``RoutingConfig.phoenix_endpoint``, ``phoenix_api_key_env``).
+
+        A tenant's Phoenix gets the key held by the environment variable ``api_key_env`` and no
+        other: never this Phoenix's ``api_key``. Raises ``PhoenixEndpointRefused`` for an endpoint
+        with credentials in it or on a host outside ``allowed_hosts``, and for a key variable that
+        is unset, badly named, one of the deployment's own settings or holds the shared key.
+        """
+        if not phoenix_endpoint or _same_endpoint(phoenix_endpoint, self.endpoint):
             return self
-        return PhoenixResource(endpoint=phoenix_endpoint, project_prefix=self.project_prefix, api_key=self.api_key, timeout_s=self.timeout_s)
+        shown = redact_url(phoenix_endpoint)
+        if has_userinfo(phoenix_endpoint):
+            raise PhoenixEndpointRefused(
+                f"tenant Phoenix endpoint {shown} carries credentials in its URL; refused. Put the key in an "
+                "environment variable and name it in the tenant's phoenix_api_key_env"
+            )
+        try:
+            parts = urlsplit(phoenix_endpoint)
+            host = (parts.hostname or "").lower()
+        except ValueError:
+            parts, host = None, ""
+        if parts is None or parts.scheme.lower() not in ("http", "https") or not host:
+            raise PhoenixEndpointRefused(f"tenant Phoenix endpoint {shown} is not an http(s) URL with a host; refused")
+        if not host_allowed(host, self.allowed_hosts):
+            raise PhoenixEndpointRefused(
+                f"tenant Phoenix endpoint {shown}: host {host!r} is not allowed by {ALLOWED_HOSTS_VARIABLE} "
+                f"({self.allowed_hosts}); refused"
+            )
+        return PhoenixResource(
+            endpoint=phoenix_endpoint,
+            project_prefix=self.project_prefix,
+            api_key=self._tenant_api_key(api_key_env, shown, os.environ if environ is None else environ),
+            allowed_hosts=self.allowed_hosts,
+            timeout_s=self.timeout_s,
+        )
+
+    def _tenant_api_key(self, api_key_env: str | None, shown: str, environ: Mapping[str, str]) -> str | None:
+        """The value of the tenant's key variable (``None``: the tenant's Phoenix gets no key)."""
+        if not api_key_env:
+            return None
+        if not API_KEY_ENV_PATTERN.fullmatch(api_key_env):
+            raise PhoenixEndpointRefused(
+                f"phoenix_api_key_env {api_key_env!r} is not an environment variable name "
+                f"({API_KEY_ENV_PATTERN.pattern})"
+            )
+        own = {
+            variable for fields in settings.RESOURCE_ENV.values() for s in fields.values() for variable in s.variables
+        }
+        if api_key_env in own:
+            raise PhoenixEndpointRefused(
+                f"phoenix_api_key_env {api_key_env} names one of this deployment's own settings; refused for {shown}"
+            )
+        key = environ.get(api_key_env)
+        if not key:
+            raise PhoenixEndpointRefused(
+                f"the environment variable {api_key_env} (phoenix_api_key_env of the tenant's Phoenix {shown}) "
+                "is not set"
+            )
+        if self.api_key and key == self.api_key:
+            raise PhoenixEndpointRefused(
+                f"{api_key_env} holds the shared Phoenix key, which is never sent to a tenant's Phoenix ({shown})"
+            )
+        return key
+
+    @property
+    def redacted_endpoint(self) -> str:
+        """``endpoint`` for messages, metadata and logs: any ``user:password@`` masked."""
+        return redact_url(self.endpoint)
+
+    def request_headers(self) -> dict[str, str]:
+        """The headers of every request to this Phoenix: its own credentials and nothing taken from
+        the environment. (``phoenix.otel``'s exporter adds ``PHOENIX_API_KEY`` from the environment
+        to any header set without ``authorization``: a span exporter for a tenant's Phoenix must not
+        be built through it with these headers alone.)"""
+        headers = {"user-agent": USER_AGENT}
+        parts = urlsplit(self.endpoint)
+        if parts.username is not None or parts.password is not None:  # httpx's precedence: URL userinfo wins
+            pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}".encode()
+            headers["authorization"] = f"Basic {base64.b64encode(pair).decode()}"
+        elif self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        return headers
 
     def client(self) -> Client:
-        return Client(base_url=self.endpoint, api_key=self.api_key)
+        # An explicit HTTP client: given only a base URL, the Phoenix client would add PHOENIX_API_KEY,
+        # PHOENIX_CLIENT_HEADERS or a .env.phoenix file's key to every request, whatever the host.
+        http = _ClosingClient(base_url=self._base_url(), headers=self.request_headers(), timeout=CLIENT_TIMEOUT)
+        return Client(http_client=http)
 
     def project_name(self, tenant_id: str) -> str:
         return tc.project_name(tenant_id, self.project_prefix)
 
     def healthy(self) -> bool:
         try:
-            return httpx.get(f"{self.endpoint.rstrip('/')}/healthz", timeout=5).status_code == 200
+            return httpx.get(self._url("healthz"), timeout=5).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -78,6 +181,41 @@ class PhoenixResource(dg.ConfigurableResource):
         existing = {project["name"] for project in client.projects.list()}
         if name not in existing:
             client.projects.create(name=name, description=f"Cogniverse routing spans of tenant {tenant_id}")
+
+    def log_evaluation(
+        self, tenant_id: str, module: str, queries: list[str], labels: list[str], answers: Mapping[str, list[str]]
+    ) -> dict[str, str]:
+        """The validation split as a (versioned) Phoenix dataset, and one experiment per scored
+        module (``answers``: role → its answers in split order). Returns each experiment's URL."""
+        client = self.client()
+        name = f"{self.project_name(tenant_id)}-{module}-validation"
+        rows = [{"input": {"query": query}, "output": {"label": label}} for query, label in zip(queries, labels)]
+        if name in {dataset["name"] for dataset in client.datasets.list()}:
+            dataset = client.datasets.get_dataset(dataset=name)
+            known = {example["input"]["query"] for example in dataset.examples}
+            fresh = [row for row in rows if row["input"]["query"] not in known]
+            if fresh:
+                dataset = client.datasets.add_examples_to_dataset(dataset=name, examples=fresh)
+        else:
+            dataset = client.datasets.create_dataset(
+                name=name, examples=rows, dataset_description=f"{tenant_id} {module} real validation split"
+            )
+        urls = {}
+        for role, predicted in answers.items():
+            by_query = dict(zip(queries, predicted))
+            experiment = client.experiments.run_experiment(
+                dataset=dataset,
+                task=lambda input, by_query=by_query: {"label": by_query.get(input["query"])},
+                evaluators={"exact_match": lambda output, expected: float(output["label"] == expected["label"])},
+                experiment_name=f"{module}-{role}",
+                experiment_metadata={"tenant": tenant_id, "module": module, "role": role},
+                print_summary=False,
+            )
+            urls[role] = (
+                f"{self._base_url(redacted=True)}/datasets/{experiment['dataset_id']}/compare"
+                f"?experimentId={experiment['experiment_id']}"
+            )
+        return urls
 
     def wait_for_spans(self, tenant_id: str, span_ids: Iterable[str], timeout_s: float = 60.0) -> None:
         """Block until Phoenix has ingested every span in ``span_ids`` (ingestion is asynchronous)."""
@@ -115,7 +253,7 @@ class PhoenixResource(dg.ConfigurableResource):
         100 spans a page and returns them all at once; every page costs Phoenix one filtered,
         sorted query, so pages of 1,000 read about twice as fast (docs/benchmarks.md).
         """
-        url = f"{self.endpoint.rstrip('/')}/v1/projects/{quote(self.project_name(tenant_id), safe='')}/spans"
+        url = self._url(f"v1/projects/{quote(self.project_name(tenant_id), safe='')}/spans")
         params = {
             "start_time": start.isoformat(),
             "end_time": end.isoformat(),
@@ -123,7 +261,7 @@ class PhoenixResource(dg.ConfigurableResource):
             "attribute": f"{tc.MODULE}:{json.dumps(module)}",  # JSON-quoted: always matched as a string
             "limit": page_size,
         }
-        with httpx.Client(headers=self._headers(), timeout=self.timeout_s) as http:
+        with httpx.Client(headers=self.request_headers(), timeout=self.timeout_s) as http:
             cursor = None
             while True:
                 response = http.get(url, params={**params, "cursor": cursor} if cursor else params)
@@ -222,27 +360,60 @@ class PhoenixResource(dg.ConfigurableResource):
 
     @staticmethod
     def _labeled_count(alias: str, module: str, since: datetime | None, min_confidence: float) -> str:
-        """The GraphQL field counting ``module``'s labeled routing spans since ``since``."""
-        # Mirrors examples.choose_label: an annotation, or a successful answer above the threshold.
+        """The GraphQL field counting ``module``'s labeled routing spans since ``since``.
+
+        Follows ingestion's label rules (``cogniverse_assets.examples.choose_label``) as far as
+        Phoenix's span filter language can: a span counts when it has a ``routing_feedback``
+        annotation whose label is canonical for the module, or when the router's answer (the
+        module's decision attribute) is canonical, the agent succeeded and the confidence is at
+        least ``min_confidence``. What the filter cannot say, so the count may be a little higher
+        than the labeled examples ingestion keeps:
+
+        - the annotator kind: the filter language exposes an annotation's label, score,
+          explanation and identifier but not its ``annotator_kind``, so a canonical label from a
+          CODE annotator counts although ingestion only takes HUMAN and LLM annotations;
+        - "every annotation is canonical": a span with one canonical and one non-canonical
+          annotation counts, while ingestion quarantines it (a contradictory annotation);
+        - the rest of the span contract (query present and short enough, attribute types):
+          spans that break it count here and are quarantined by ingestion.
+        """
+        labels = "[" + ", ".join(json.dumps(label) for label in tc.MODULE_LABELS[module]) + "]"
         condition = (
             f'name == "{tc.SPAN_NAME}" and {tc.MODULE} == "{module}" and '
-            f"(annotations['{tc.FEEDBACK_ANNOTATION}'].label is not None or "
-            f"({tc.AGENT_SUCCESS} == True and {tc.CONFIDENCE} >= {float(min_confidence)}))"
+            f"(annotations['{tc.FEEDBACK_ANNOTATION}'].label in {labels} or "
+            f"({tc.MODULE_DECISION_ATTRIBUTE[module]} in {labels} and {tc.AGENT_SUCCESS} == True "
+            f"and {tc.CONFIDENCE} >= {float(min_confidence)}))"
         )
         time_range = f"timeRange: {{start: {json.dumps(since.isoformat())}}}, " if since else ""
         return f"{alias}: recordCount({time_range}filterCondition: {json.dumps(condition)})"
 
     def _headers(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        return self.request_headers()
+
+    def _base_url(self, redacted: bool = False) -> str:
+        """``endpoint`` without its userinfo (sent as a header instead, so no URL in an httpx error
+        carries it) and without a trailing slash."""
+        if redacted or has_userinfo(self.endpoint):
+            parts = urlsplit(self.endpoint)
+            return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1])).rstrip("/")
+        return self.endpoint.rstrip("/")
+
+    def _url(self, path: str) -> str:
+        return f"{self._base_url()}/{path}"
 
     def _graphql(self, query: str, variables: Mapping[str, object]) -> dict:
         try:
             response = httpx.post(
-                f"{self.endpoint.rstrip('/')}/graphql", json={"query": query, "variables": variables}, headers=self._headers(), timeout=self.timeout_s
+                self._url("graphql"),
+                json={"query": query, "variables": variables},
+                headers=self._headers(),
+                timeout=self.timeout_s,
             )
             response.raise_for_status()
         except httpx.HTTPError as error:
-            raise PhoenixUnavailable(f"Phoenix at {self.endpoint} is unreachable: {type(error).__name__}") from error
+            raise PhoenixUnavailable(
+                f"Phoenix at {self.redacted_endpoint} is unreachable: {type(error).__name__}"
+            ) from error
         payload = response.json()
         if payload.get("errors"):
             raise PhoenixUnavailable(f"Phoenix rejected the count query: {payload['errors'][0].get('message')}")
@@ -267,3 +438,45 @@ class PhoenixResource(dg.ConfigurableResource):
                 module: int(project[f"m{m_index}"]) if project else 0 for m_index, module in enumerate(request.since)
             }
         return counts
+
+
+CLIENT_TIMEOUT = httpx.Timeout(connect=10.0, read=30.0, write=10.0, pool=10.0)  # the Phoenix client's default
+
+
+class _ClosingClient(httpx.Client):
+    """The Phoenix client's own HTTP client closes itself when dropped; so does ours."""
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except BaseException:
+            pass
+
+
+def _same_endpoint(first: str, second: str) -> bool:
+    """Whether two base URLs name the same Phoenix (case of scheme and host, trailing slash ignored)."""
+
+    def normal(url: str) -> tuple[str, str, str]:
+        parts = urlsplit(url.strip())
+        return parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/")
+
+    try:
+        return normal(first) == normal(second)
+    except ValueError:
+        return False
+
+
+def host_allowed(host: str, allowed_hosts: str | None) -> bool:
+    """Whether ``host`` matches ``allowed_hosts`` (comma-separated names or ``*.suffix``, ``*``: any;
+    unset or blank: every host). ``*.example.com`` matches ``a.example.com``, not ``example.com``."""
+    entries = [entry.strip().lower().strip("[]").rstrip(".") for entry in (allowed_hosts or "").split(",")]
+    entries = [entry for entry in entries if entry]
+    if not entries:
+        return True
+    host = host.lower().strip("[]").rstrip(".")
+    for entry in entries:
+        if entry == "*" or entry == host:
+            return True
+        if entry.startswith("*.") and host.endswith(entry[1:]) and len(host) > len(entry) - 1:
+            return True
+    return False

@@ -68,6 +68,8 @@ RESOURCE_ENV: dict[str, dict[str, EnvSetting]] = {
         "endpoint": _env("PHOENIX_ENDPOINT", "PHOENIX_COLLECTOR_ENDPOINT"),
         "api_key": _env("PHOENIX_API_KEY"),
         "project_prefix": _env("PHOENIX_PROJECT_PREFIX"),
+        # Hosts a tenant's own phoenix_endpoint may name (comma-separated names or *.suffix).
+        "allowed_hosts": _env("COGNIVERSE_PHOENIX_ALLOWED_HOSTS"),
     },
     "LanguageModelResource": {
         "student_model": _env("ROUTER_OPTIMIZER_STUDENT_MODEL"),

@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cogniverse_resources.redaction import has_userinfo
 
 TENANT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
-OptimizerPreference = Literal["auto", "bootstrap", "mipro", "simba", "gepa"]
+OptimizerPreference = Literal["auto", "knn", "labeled", "bootstrap", "mipro", "simba", "gepa"]
 
 
 class InvalidTenantId(ValueError):
@@ -34,7 +36,8 @@ def validate_tenant_id(tenant_id: object) -> str:
 class RoutingConfig(BaseModel):
     """Per-tenant settings of the auto-optimization loop (defaults from the design document)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # hide_input_in_errors: a rejected value (an endpoint with a password in it) never reaches a message.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, hide_input_in_errors=True)
 
     tenant_id: str
     enable_auto_optimization: bool = True
@@ -42,6 +45,11 @@ class RoutingConfig(BaseModel):
     min_samples_for_optimization: int = Field(100, ge=1, le=1_000_000)
     preferred_optimizer: OptimizerPreference = "auto"
     max_training_iterations: int = Field(100, ge=1, le=10_000)
+    # What one optimization may spend; the plan only picks optimizers expected to fit. The defaults
+    # fit a 2-core machine with the local LM (about 2 s a call); raise them for MIPROv2, SIMBA or
+    # GEPA on production LMs.
+    max_optimization_seconds: int = Field(120, ge=1, le=7 * 24 * 3600)
+    max_optimization_lm_calls: int = Field(50, ge=0, le=1_000_000)
     use_synthetic_data: bool = True
     synthetic_data_ratio: float = Field(0.3, ge=0.0, lt=1.0)
     phoenix_lookback_hours: int = Field(24, ge=1, le=24 * 365)
@@ -53,16 +61,48 @@ class RoutingConfig(BaseModel):
     # A tenant whose traces live in its own Phoenix (data residency, a dedicated deployment);
     # None = the shared Phoenix server. Set it to "" to go back to the shared one.
     phoenix_endpoint: str | None = Field(None, pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2048)
+    # The name of the environment variable holding that Phoenix's API key (never the key itself).
+    # Without it the tenant's Phoenix gets no key: the shared PHOENIX_API_KEY only ever goes to the
+    # shared Phoenix. "" clears it.
+    phoenix_api_key_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$", max_length=128)
 
     @field_validator("phoenix_endpoint", mode="before")
     @classmethod
     def _empty_endpoint_is_shared(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("phoenix_endpoint")
+    @classmethod
+    def _no_credentials_in_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and has_userinfo(value):
+            raise ValueError(
+                "phoenix_endpoint must not carry credentials (user:password@host): put the API key in an "
+                "environment variable and name that variable in phoenix_api_key_env"
+            )
+        return value
+
+    @field_validator("phoenix_api_key_env", mode="before")
+    @classmethod
+    def _empty_key_env_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("tenant_id")
     @classmethod
     def _valid_tenant_id(cls, value: str) -> str:
         return validate_tenant_id(value)
+
+    @model_validator(mode="after")
+    def _lookback_covers_the_interval(self) -> "RoutingConfig":
+        # Ingestion and the sensor never read traces older than the lookback: a lane that runs less
+        # often than that would lose the traces in between.
+        if self.phoenix_lookback_hours * 3600 < self.optimization_interval_seconds:
+            raise ValueError(
+                f"phoenix_lookback_hours={self.phoenix_lookback_hours} ({self.phoenix_lookback_hours * 3600} s) is "
+                f"shorter than optimization_interval_seconds={self.optimization_interval_seconds}: traces older than "
+                "the lookback are never read, so the traces between two runs would be lost; raise "
+                "phoenix_lookback_hours or lower optimization_interval_seconds"
+            )
+        return self
 
 
 def routing_config_field_names() -> list[str]:

@@ -145,7 +145,7 @@ def build_evaluation(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         )
         write_bytes_atomic(confusion_path, confusion)
         write_bytes_atomic(versions_path, versions_plot)
-        urls = phoenix.for_tenant(config.phoenix_endpoint).log_evaluation(
+        urls = phoenix.for_tenant(config.phoenix_endpoint, config.phoenix_api_key_env).log_evaluation(
             config.tenant_id,
             spec.name,
             list(validation["query"]),

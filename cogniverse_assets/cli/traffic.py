@@ -42,7 +42,7 @@ def cmd_traffic(args: argparse.Namespace) -> int:
 
     store = open_config_store()
     config = store.get(args.tenant)  # unknown tenants are an error, not a silently created project
-    phoenix = PhoenixResource.from_env().for_tenant(config.phoenix_endpoint)
+    phoenix = PhoenixResource.from_env().for_tenant(config.phoenix_endpoint, config.phoenix_api_key_env)
     if not phoenix.healthy():
         raise CliError(f"Phoenix is not reachable at {phoenix.endpoint} (start it with `cogniverse stack up`)")
     report = emit_traffic(
@@ -79,7 +79,9 @@ def cmd_route(args: argparse.Namespace) -> int:
     label = answer.label
     span_id = None
     if not args.no_trace:
-        tracer = RoutingTracer(PhoenixResource.from_env().for_tenant(config.phoenix_endpoint), args.tenant)
+        tracer = RoutingTracer(
+            PhoenixResource.from_env().for_tenant(config.phoenix_endpoint, config.phoenix_api_key_env), args.tenant
+        )
         span_id = tracer.record(
             RoutingDecision(
                 module=args.module,

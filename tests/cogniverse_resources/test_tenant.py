@@ -33,6 +33,8 @@ def test_defaults_follow_the_design():
         "min_samples_for_optimization": 100,
         "preferred_optimizer": "auto",
         "max_training_iterations": 100,
+        "max_optimization_seconds": 120,
+        "max_optimization_lm_calls": 50,
         "use_synthetic_data": True,
         "synthetic_data_ratio": 0.3,
         "phoenix_lookback_hours": 24,
@@ -40,6 +42,7 @@ def test_defaults_follow_the_design():
         "promotion_min_gain": 0.01,
         "promotion_max_class_recall_drop": 0.15,
         "phoenix_endpoint": None,
+        "phoenix_api_key_env": None,
     }
 
 
@@ -75,3 +78,30 @@ def test_own_phoenix_endpoint_and_back_to_the_shared_one():
     assert config.phoenix_endpoint == "https://phoenix.eu.example.com"
     config.phoenix_endpoint = ""
     assert config.phoenix_endpoint is None
+
+
+def test_a_lookback_shorter_than_the_interval_is_refused():
+    # The defaults (24 h lookback, 1 h interval) and a lookback exactly as long as the interval pass.
+    RoutingConfig(tenant_id="acme")
+    RoutingConfig(tenant_id="acme", phoenix_lookback_hours=2, optimization_interval_seconds=7200)
+    with pytest.raises(ValidationError, match="phoenix_lookback_hours=1 .* shorter than optimization_interval_seconds"):
+        RoutingConfig(tenant_id="acme", phoenix_lookback_hours=1, optimization_interval_seconds=7200)
+    with pytest.raises(ValidationError, match="raise phoenix_lookback_hours"):
+        RoutingConfig(tenant_id="acme", optimization_interval_seconds=2 * 24 * 3600)
+
+
+def test_the_config_store_refuses_a_lookback_shorter_than_the_interval(tmp_path):
+    from cogniverse_resources.config_store import SQLiteConfigStore
+
+    store = SQLiteConfigStore(tmp_path / "config.sqlite")
+    store.add("acme")
+    with pytest.raises(ValidationError, match="shorter than optimization_interval_seconds"):
+        store.update("acme", optimization_interval_seconds=25 * 3600)
+    with pytest.raises(ValidationError, match="shorter than optimization_interval_seconds"):
+        store.update("acme", phoenix_lookback_hours=1, optimization_interval_seconds=7200)
+    assert store.get("acme") == RoutingConfig(tenant_id="acme")  # nothing was written
+    # Both together, in an order that is valid at the end, are accepted.
+    assert (
+        store.update("acme", phoenix_lookback_hours=48, optimization_interval_seconds=36 * 3600).phoenix_lookback_hours
+        == 48
+    )
