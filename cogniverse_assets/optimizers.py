@@ -1,4 +1,9 @@
-"""Compiling a routing module with one of DSPy's optimizers, with LM call and token accounting."""
+"""Compiling a routing module, with LM call and token accounting.
+
+Two families: demo optimizers that choose labeled demos without LM calls (``knn``: retrieved per
+query; ``labeled``: a fixed class-balanced set; see ``modules/demos.py``), and DSPy's optimizers
+(BootstrapFewShot, MIPROv2, SIMBA, GEPA), which search with the LM and cost LM calls.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,21 @@ from typing import Any
 import dspy
 import pandas as pd
 
+from cogniverse_assets.modules.demos import DEFAULT_DEMOS_PER_LABEL, DEFAULT_K, RetrievedDemos, class_medoid_demos
 from cogniverse_assets.modules.metrics import exact_match, feedback_metric
 from cogniverse_assets.modules.registry import RoutingModuleSpec
 
-OPTIMIZERS = ("bootstrap", "mipro", "simba", "gepa")
-OPTIMIZER_CLASSES = {"bootstrap": "BootstrapFewShot", "mipro": "MIPROv2", "simba": "SIMBA", "gepa": "GEPA"}
+DEMO_OPTIMIZERS = ("knn", "labeled")
+DSPY_OPTIMIZERS = ("bootstrap", "mipro", "simba", "gepa")
+OPTIMIZERS = DEMO_OPTIMIZERS + DSPY_OPTIMIZERS
+OPTIMIZER_CLASSES = {
+    "knn": "RetrievedDemos",
+    "labeled": "class-medoid LabeledFewShot",
+    "bootstrap": "BootstrapFewShot",
+    "mipro": "MIPROv2",
+    "simba": "SIMBA",
+    "gepa": "GEPA",
+}
 SIMBA_BATCH_SIZE = 32
 
 
@@ -22,7 +37,7 @@ def to_examples(spec: RoutingModuleSpec, frame: pd.DataFrame) -> list[dspy.Examp
     examples = []
     for row in frame.to_dict("records"):
         inputs = spec.inputs({key: _plain(value) for key, value in row.items()})
-        example = dspy.Example(**inputs, **{spec.label_field: row["label"]})
+        example = dspy.Example(**inputs, **spec.outputs_for(row["label"]))
         examples.append(example.with_inputs(*inputs))
     return examples
 
@@ -66,60 +81,117 @@ class CompileResult:
 def compile_module(
     spec: RoutingModuleSpec,
     optimizer: str,
-    trainset: list[dspy.Example],
+    train: pd.DataFrame,
     student_lm: dspy.LM,
     teacher_lm: dspy.LM,
     adapter: dspy.Adapter,
     max_iterations: int = 100,
-    valset: list[dspy.Example] | None = None,
+    selection: pd.DataFrame | None = None,
     seed: int = 0,
     num_threads: int = 1,
 ) -> CompileResult:
-    """Compile ``spec``'s unoptimized program with ``optimizer`` on ``trainset``.
+    """Compile ``spec``'s unoptimized program with ``optimizer`` on the ``train`` rows.
 
-    ``valset`` is only for optimizers that select among candidates (MIPROv2, GEPA) and must be
+    ``selection`` is only for optimizers that select among candidates (MIPROv2, GEPA) and must be
     carved out of the training data: the held-out validation split never reaches this function.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS}")
-    metric = exact_match(spec)
-    student = spec.program()
     usage = LMUsage([student_lm, teacher_lm])
     started = time.monotonic()
-    with dspy.context(lm=student_lm, adapter=adapter):
-        if optimizer == "bootstrap":
-            parameters = {"max_bootstrapped_demos": 4, "max_labeled_demos": 8, "max_rounds": 1}
-            teleprompter = dspy.BootstrapFewShot(metric=metric, teacher_settings={"lm": teacher_lm}, **parameters)
-            program = teleprompter.compile(student, trainset=trainset)
-        elif optimizer == "mipro":
-            parameters = {"auto": "light", "max_bootstrapped_demos": 3, "max_labeled_demos": 4}
-            teleprompter = dspy.MIPROv2(
-                metric=metric, prompt_model=teacher_lm, task_model=student_lm, auto="light",
-                num_threads=num_threads, seed=seed, verbose=False,
-                max_bootstrapped_demos=parameters["max_bootstrapped_demos"], max_labeled_demos=parameters["max_labeled_demos"],
+    if optimizer in DEMO_OPTIMIZERS:
+        program, parameters = _choose_demos(spec, optimizer, train)
+    else:
+        trainset = to_examples(spec, train)
+        valset = to_examples(spec, selection) if selection is not None and len(selection) else None
+        with dspy.context(lm=student_lm, adapter=adapter):
+            program, parameters = _search(
+                spec, optimizer, trainset, valset, student_lm, teacher_lm, max_iterations, seed, num_threads
             )
-            program = teleprompter.compile(student, trainset=trainset, valset=valset, seed=seed)
-        elif optimizer == "simba":
-            if len(trainset) < SIMBA_BATCH_SIZE:
-                raise ValueError(f"SIMBA needs at least {SIMBA_BATCH_SIZE} training examples, got {len(trainset)}")
-            parameters = {"bsize": SIMBA_BATCH_SIZE, "num_candidates": 4, "max_steps": max(1, min(4, max_iterations // 25))}
-            teleprompter = dspy.SIMBA(metric=metric, num_threads=num_threads, **parameters)
-            program = teleprompter.compile(student, trainset=trainset, seed=seed)
-        else:
-            parameters = {"max_metric_calls": max(len(trainset), max_iterations * 2), "reflection_minibatch_size": 3}
-            teleprompter = dspy.GEPA(
-                metric=feedback_metric(spec), reflection_lm=teacher_lm, num_threads=num_threads,
-                track_stats=False, seed=seed, **parameters,
-            )
-            program = teleprompter.compile(student, trainset=trainset, valset=valset or trainset)
     figures = usage.figures()
-    return CompileResult(program, optimizer, parameters, time.monotonic() - started, figures["lm_calls"], figures["lm_tokens"])
+    return CompileResult(
+        program, optimizer, parameters, time.monotonic() - started, figures["lm_calls"], figures["lm_tokens"]
+    )
+
+
+def _choose_demos(spec: RoutingModuleSpec, optimizer: str, train: pd.DataFrame) -> tuple[dspy.Module, dict]:
+    if optimizer == "knn":
+        parameters = {"k": DEFAULT_K}
+        return RetrievedDemos.compile(spec, train, **parameters), parameters
+    parameters = {"demos_per_label": DEFAULT_DEMOS_PER_LABEL}
+    program = spec.program()
+    program.demos = class_medoid_demos(spec, train, per_label=parameters["demos_per_label"])
+    return program, parameters
+
+
+# Below this many iterations MIPROv2 and SIMBA run small — a few dozen LM calls on a dozen examples,
+# for tests and quick checks on a slow LM: MIPROv2 tries the original instruction and one proposal
+# in ``max_iterations`` trials, SIMBA takes one step of two candidates on a batch of at most 32.
+# From it on (RoutingConfig's default is 100) they run as configured below.
+SMALL_BUDGET_ITERATIONS = 10
+
+
+def _search(
+    spec: RoutingModuleSpec,
+    optimizer: str,
+    trainset: list[dspy.Example],
+    valset: list[dspy.Example] | None,
+    student_lm: dspy.LM,
+    teacher_lm: dspy.LM,
+    max_iterations: int,
+    seed: int,
+    num_threads: int,
+) -> tuple[dspy.Module, dict]:
+    metric = exact_match(spec)
+    student = spec.program()
+    if optimizer == "bootstrap":
+        parameters = {"max_bootstrapped_demos": 4, "max_labeled_demos": 8, "max_rounds": 1}
+        teleprompter = dspy.BootstrapFewShot(metric=metric, teacher_settings={"lm": teacher_lm}, **parameters)
+        return teleprompter.compile(student, trainset=trainset), parameters
+    small = max_iterations < SMALL_BUDGET_ITERATIONS
+    if optimizer == "mipro":
+        parameters = {"auto": "light", "max_bootstrapped_demos": 3, "max_labeled_demos": 4}
+        options = {}
+        if small:
+            parameters = {"auto": None, "num_candidates": 2, "max_bootstrapped_demos": 2, "max_labeled_demos": 4}
+            options = {"num_trials": max(1, max_iterations), "minibatch": False}
+        teleprompter = dspy.MIPROv2(
+            metric=metric,
+            prompt_model=teacher_lm,
+            task_model=student_lm,
+            num_threads=num_threads,
+            seed=seed,
+            verbose=False,
+            **parameters,
+        )
+        program = teleprompter.compile(student, trainset=trainset, valset=valset, seed=seed, **options)
+        return program, {**parameters, **options}
+    if optimizer == "simba":
+        bsize = min(SIMBA_BATCH_SIZE, len(trainset)) if small else SIMBA_BATCH_SIZE
+        if len(trainset) < max(2, bsize):
+            raise ValueError(f"SIMBA needs at least {max(2, bsize)} training examples, got {len(trainset)}")
+        parameters = {"bsize": SIMBA_BATCH_SIZE, "num_candidates": 4, "max_steps": max(1, min(4, max_iterations // 25))}
+        if small:
+            parameters = {"bsize": bsize, "num_candidates": 2, "max_steps": 1}
+        teleprompter = dspy.SIMBA(metric=metric, num_threads=num_threads, **parameters)
+        return teleprompter.compile(student, trainset=trainset, seed=seed), parameters
+    parameters = {"max_metric_calls": max(len(trainset), max_iterations * 2), "reflection_minibatch_size": 3}
+    teleprompter = dspy.GEPA(
+        metric=feedback_metric(spec),
+        reflection_lm=teacher_lm,
+        num_threads=num_threads,
+        track_stats=False,
+        seed=seed,
+        **parameters,
+    )
+    return teleprompter.compile(student, trainset=trainset, valset=valset or trainset), parameters
 
 
 def program_summary(program: dspy.Module) -> dict:
-    """What changed in a compiled program: demos and instructions per predictor."""
+    """What changed in a compiled program: demos (or the retrieval pool) and instructions per predictor."""
     predictors = program.named_predictors()
+    pool = getattr(program, "pool", None)
     return {
-        "demos": sum(len(predictor.demos) for _, predictor in predictors),
+        "demos": len(pool) if pool is not None else sum(len(predictor.demos) for _, predictor in predictors),
         "instructions": {name: predictor.signature.instructions for name, predictor in predictors},
     }

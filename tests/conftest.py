@@ -1,6 +1,10 @@
 """Real parts for the tests: a session-scoped ``phoenix serve`` (SQLite in a temp dir), a Redis
 server, and — for tests marked ``lm`` — the local LM server. All started by the project's own
-stack code on free ports, so a developer's running stack is never touched."""
+stack code on free ports, so a developer's running stack is never touched.
+
+A service that cannot be had here (no ``redis-server``, no Postgres) fails the tests that need it
+when ``CI`` is set (CI runs ``make test`` with ``CI=true``); elsewhere they are skipped, with a
+warning and a banner at the end of the run naming what was missing."""
 
 from __future__ import annotations
 
@@ -8,8 +12,10 @@ import os
 import shutil
 import subprocess
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -17,6 +23,35 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from cogniverse_resources import stack  # noqa: E402
 from cogniverse_resources.phoenix import PhoenixResource  # noqa: E402
+from cogniverse_resources.redaction import redact_url, redact_urls  # noqa: E402
+
+# What was missing in this session (shown at the end of a run that skipped tests because of it).
+MISSING_SERVICES: set[str] = set()
+
+
+class MissingServiceWarning(UserWarning):
+    """A test was skipped because a service it needs is not available on this machine."""
+
+
+def in_ci(environ=os.environ) -> bool:
+    """``CI`` is set to anything but empty, ``0`` or ``false`` (CI systems set ``CI=true``)."""
+    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing_service(message: str) -> NoReturn:
+    """A service a test needs is missing: a failure in CI, a loud skip elsewhere."""
+    if in_ci():
+        pytest.fail(f"{message} — CI is set, so a missing service fails instead of skipping", pytrace=False)
+    MISSING_SERVICES.add(message)
+    warnings.warn(f"test skipped, service missing: {message}", MissingServiceWarning, stacklevel=2)
+    pytest.skip(f"service missing: {message} (with CI set this fails)")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest's hook
+    if MISSING_SERVICES:
+        terminalreporter.write_sep("!", "tests SKIPPED because services are missing (CI=true fails them)", yellow=True)
+        for message in sorted(MISSING_SERVICES):
+            terminalreporter.write_line(f"  {message}", yellow=True, bold=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -69,11 +104,24 @@ def private_redis(workdir: Path, password: str | None = None):
     """A redis-server on a free port (nothing persisted); yields its URL."""
     binary = shutil.which("redis-server")
     if not binary:
-        pytest.skip("no Redis: set COGNIVERSE_TEST_REDIS_URL or install redis-server")
+        missing_service("no Redis: set COGNIVERSE_TEST_REDIS_URL or install redis-server")
     port = stack.free_port()
     auth = ["--requirepass", password] if password else []
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir), *auth],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            *auth,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -131,7 +179,9 @@ def postgres_url() -> str:
     try:
         admin = psycopg2.connect(server, connect_timeout=5)
     except psycopg2.OperationalError as error:
-        pytest.skip(f"no Postgres at {server}: {error}")
+        admin, reason = None, redact_urls(str(error)).strip()
+    if admin is None:  # outside the except block: the report is the message, not a chained traceback
+        missing_service(f"no Postgres at {redact_url(server)} (set COGNIVERSE_TEST_POSTGRES_URL): {reason}")
     admin.autocommit = True
     with admin.cursor() as cursor:
         cursor.execute(f'CREATE DATABASE "{name}"')
