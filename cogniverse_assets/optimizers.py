@@ -7,12 +7,14 @@ query; ``labeled``: a fixed class-balanced set; see ``modules/demos.py``), and D
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import dspy
 import pandas as pd
+from dspy.utils.callback import BaseCallback
 
 from cogniverse_assets.modules.demos import DEFAULT_DEMOS_PER_LABEL, DEFAULT_K, RetrievedDemos, class_medoid_demos
 from cogniverse_assets.modules.metrics import exact_match, feedback_metric
@@ -68,6 +70,18 @@ class LMUsage:
         return {"lm_calls": calls, "lm_tokens": tokens}
 
 
+class LMCallCounter(BaseCallback):
+    """Counts every LM call made while it is installed in ``dspy.context(callbacks=...)``."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def on_lm_start(self, call_id, instance, inputs) -> None:  # noqa: ANN001 - DSPy's callback signature
+        with self._lock:
+            self.calls += 1
+
+
 @dataclass
 class CompileResult:
     program: dspy.Module
@@ -98,19 +112,21 @@ def compile_module(
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS}")
     usage = LMUsage([student_lm, teacher_lm])
+    counter = LMCallCounter()
     started = time.monotonic()
     if optimizer in DEMO_OPTIMIZERS:
         program, parameters = _choose_demos(spec, optimizer, train)
     else:
         trainset = to_examples(spec, train)
         valset = to_examples(spec, selection) if selection is not None and len(selection) else None
-        with dspy.context(lm=student_lm, adapter=adapter):
+        with dspy.context(lm=student_lm, adapter=adapter, callbacks=[*dspy.settings.callbacks, counter]):
             program, parameters = _search(
                 spec, optimizer, trainset, valset, student_lm, teacher_lm, max_iterations, seed, num_threads
             )
-    figures = usage.figures()
+    # Tokens come from the LMs' histories, which miss calls made through copies of an LM; the call
+    # count does not (the callback sees every call in this context, copies and threads included).
     return CompileResult(
-        program, optimizer, parameters, time.monotonic() - started, figures["lm_calls"], figures["lm_tokens"]
+        program, optimizer, parameters, time.monotonic() - started, counter.calls, usage.figures()["lm_tokens"]
     )
 
 

@@ -71,18 +71,7 @@ def test_optimizer_uses_training_rows_only(optimizer, rows):
     assert program_summary(result.program) != program_summary(base)  # demos or instructions changed
 
 
-# LMUsage (optimizers.py) reads the histories of the LMs it is given; dspy's ``lm.copy()`` starts a
-# new history, so calls made through copies — MIPROv2's instruction proposer, SIMBA's resampled
-# rollouts at temperature 1.0 — are missing from ``lm_calls`` (SIMBA here: about 800 of 1,300).
-UNDERCOUNTED = pytest.mark.xfail(
-    strict=True, reason="LMUsage misses calls made through lm.copy(); count with a dspy callback instead"
-)
-
-
-@pytest.mark.parametrize(
-    "optimizer",
-    [pytest.param(name, marks=UNDERCOUNTED) if name in ("mipro", "simba") else name for name in DSPY_OPTIMIZERS],
-)
+@pytest.mark.parametrize("optimizer", DSPY_OPTIMIZERS)
 def test_lm_calls_are_counted_exactly(optimizer, rows):
     lm = scripted_lm(SPEC, fallback_label="video")
     result = _compile(optimizer, rows, lm)
