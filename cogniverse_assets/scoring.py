@@ -250,10 +250,11 @@ def promotion_decision(
     else:
         reasons.append(f"accuracy gain {gain:+.3f} >= required {min_gain:+.3f}")
     paired = paired_comparison(candidate.correct, deployed.correct)
+    low, high = paired.low, paired.high
+    # Always reported (the demo table and the UI show it); it decides only on splits large enough.
+    figures["interval"] = [round(low, 4), round(high, 4)]
     figures["mcnemar_p"] = round(paired.mcnemar_p, 4)
     if candidate.n >= MIN_N_FOR_INTERVAL:
-        low, high = paired.low, paired.high
-        figures["interval"] = [round(low, 4), round(high, 4)]
         if low <= 0:
             promote = False
             reasons.append(f"{INTERVAL:.0%} paired bootstrap interval [{low:+.3f}, {high:+.3f}] includes no gain")

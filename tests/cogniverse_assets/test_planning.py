@@ -6,11 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cogniverse_assets.optimizers import DEMO_OPTIMIZERS
 from cogniverse_assets.planning import (
     FEATURE_NAMES,
     MIN_HISTORY_FOR_META_MODEL,
-    PRIOR_GAIN,
     MetaModel,
     compute_features,
     expected_lm_calls,
@@ -30,8 +28,8 @@ def _features(**overrides):
 
 # A budget that every optimizer fits, for tests about the choice itself.
 UNLIMITED = RoutingConfig(tenant_id="t", max_optimization_lm_calls=1_000_000, max_optimization_seconds=7 * 24 * 3600)
-# The default plan: the zero-call optimizer with the best measured gain.
-DEFAULT_CHOICE = max(DEMO_OPTIMIZERS, key=PRIOR_GAIN.get)
+# The default plan within the default budget: the best measured gain per cost that fits it.
+DEFAULT_CHOICE = "bootstrap"
 
 
 @pytest.mark.parametrize(
