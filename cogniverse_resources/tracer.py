@@ -91,7 +91,9 @@ class RoutingTracer:
 
     def __post_init__(self) -> None:
         validate_tenant_id(self.tenant_id)
-        headers = {"authorization": f"Bearer {self.phoenix.api_key}"} if self.phoenix.api_key else None
+        # Always an explicit authorization header, empty without a key: phoenix.otel otherwise adds the
+        # environment's PHOENIX_API_KEY (and PHOENIX_CLIENT_HEADERS), even for a tenant's own Phoenix.
+        headers = {"authorization": f"Bearer {self.phoenix.api_key}" if self.phoenix.api_key else ""}
         self._provider = register(
             endpoint=f"{self.phoenix.endpoint.rstrip('/')}/v1/traces",
             project_name=self.phoenix.project_name(self.tenant_id),

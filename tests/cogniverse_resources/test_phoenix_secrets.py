@@ -271,12 +271,6 @@ def test_redact_url():
     assert redact_urls(text) == "Client error '401' for url 'https://***@h.example/v1/x' (see http://***@b/c)"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tracer.py builds its span exporter through phoenix.otel.register, which adds PHOENIX_API_KEY from "
-    "the environment whenever the headers have no authorization: pass {'authorization': ...} always or build "
-    "the OTLP exporter directly",
-)
 def test_the_tracer_never_sends_the_shared_key_to_a_tenant_host(shared_env, tenant_server):
     from cogniverse_resources.tracer import RoutingDecision, RoutingTracer
 
