@@ -14,7 +14,6 @@ import dspy
 
 from cogniverse_assets.fast_path import FastPath
 from cogniverse_assets.modules.registry import RoutingModuleSpec, get_module
-from cogniverse_assets.records import ModuleVersion
 from cogniverse_resources.artifacts import ArtifactStore, load_module_payload
 from cogniverse_resources.config_store import TenantConfigStore, open_config_store
 from cogniverse_resources.lm import LanguageModelResource
@@ -32,9 +31,9 @@ class DeployedModule:
 
 def module_from_payload(spec: RoutingModuleSpec, payload: dict) -> DeployedModule:
     """A stored module version as (program, fast path); loading executes no stored code."""
-    version = ModuleVersion.model_validate(payload)
-    fast_path = FastPath.from_state(version.fast_path) if version.fast_path else None
-    return DeployedModule(version.version, spec.load_program(payload), fast_path)
+    # Only what serving needs is read: versions stored by earlier releases carry fewer fields.
+    fast_path = FastPath.from_state(payload["fast_path"]) if payload.get("fast_path") else None
+    return DeployedModule(str(payload["version"]), spec.load_program(payload), fast_path)
 
 
 def deployed_module(
