@@ -43,6 +43,9 @@ def test_closed_loop_through_the_daemon(phoenix, local_lm, tmp_path, monkeypatch
         optimization_interval_seconds=60,
         use_synthetic_data=False,
         max_training_iterations=10,
+        # The sabotaged baseline answers "text" to everything (text recall 1.0), so any real module
+        # loses recall there; the class-collapse rule is tested in test_scoring, not here.
+        promotion_max_class_recall_drop=1.0,
     )
     store.add("e2e-b", enable_auto_optimization=False)
     _sabotaged_version(artifacts, "e2e-a")
