@@ -81,28 +81,15 @@ def accuracy_over_versions_png(
     axis.plot(positions, history["deployed_accuracy_eval"], marker="x", label="deployed (baseline)")
     promoted = {record.version for record in deployments if record.action == "promote"}
     rolled_back = {record.previous_version for record in deployments if record.action == "rollback"}
-    for index, (version, accuracy) in enumerate(zip(versions, history["candidate_accuracy"])):
-        if version in promoted:
-            axis.scatter(
-                [index],
-                [accuracy],
-                marker="*",
-                s=220,
-                color="gold",
-                edgecolors="black",
-                zorder=3,
-                label="promoted" if "promoted" not in axis.get_legend_handles_labels()[1] else None,
-            )
-        if version in rolled_back:
-            axis.scatter(
-                [index],
-                [accuracy],
-                marker="X",
-                s=120,
-                color="red",
-                zorder=4,
-                label="rolled back" if "rolled back" not in axis.get_legend_handles_labels()[1] else None,
-            )
+    accuracies = list(history["candidate_accuracy"])
+    markers = (
+        ("promoted", promoted, {"marker": "*", "s": 220, "color": "gold", "edgecolors": "black", "zorder": 3}),
+        ("rolled back", rolled_back, {"marker": "X", "s": 120, "color": "red", "zorder": 4}),
+    )
+    for label, marked, style in markers:  # one scatter per kind, so the legend lists each kind once
+        indices = [index for index, version in enumerate(versions) if version in marked]
+        if indices:
+            axis.scatter(indices, [accuracies[index] for index in indices], label=label, **style)
     axis.set_xticks(list(positions), [version[:15] for version in versions], rotation=45, ha="right")
     axis.set_ylim(0, 1)
     axis.set_ylabel("validation accuracy")
