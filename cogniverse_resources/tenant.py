@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cogniverse_resources.optimization_window import OptimizationWindow, time_zone
 from cogniverse_resources.redaction import has_userinfo
 
 TENANT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -50,6 +51,10 @@ class RoutingConfig(BaseModel):
     # GEPA on production LMs.
     max_optimization_seconds: int = Field(120, ge=1, le=7 * 24 * 3600)
     max_optimization_lm_calls: int = Field(50, ge=0, le=1_000_000)
+    # Spans the teacher LM may label per run and module (<module>/llm_annotations); 0 = off. Off by
+    # default: LLM labels count as annotations, so they enter the validation split that grades
+    # candidates; a tenant opts in once the teacher's agreement with its people is known.
+    llm_annotation_budget: int = Field(0, ge=0, le=100_000)
     use_synthetic_data: bool = True
     synthetic_data_ratio: float = Field(0.3, ge=0.0, lt=1.0)
     phoenix_lookback_hours: int = Field(24, ge=1, le=24 * 365)
@@ -65,10 +70,15 @@ class RoutingConfig(BaseModel):
     # Without it the tenant's Phoenix gets no key: the shared PHOENIX_API_KEY only ever goes to the
     # shared Phoenix. "" clears it.
     phoenix_api_key_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$", max_length=128)
+    # Local hours in which the sensor may start this tenant's lanes ("01:00-05:00"; "22:00-02:00"
+    # runs across midnight), in optimization_timezone (an IANA name). None or "" = any time.
+    optimization_window: str | None = Field(None, max_length=32)
+    optimization_timezone: str = Field("UTC", max_length=64)
 
-    @field_validator("phoenix_endpoint", mode="before")
+    # "" (or blanks) clears these settings: the shared Phoenix, no key variable, any time.
+    @field_validator("phoenix_endpoint", "phoenix_api_key_env", "optimization_window", mode="before")
     @classmethod
-    def _empty_endpoint_is_shared(cls, value: object) -> object:
+    def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("phoenix_endpoint")
@@ -81,10 +91,26 @@ class RoutingConfig(BaseModel):
             )
         return value
 
-    @field_validator("phoenix_api_key_env", mode="before")
+    @field_validator("optimization_timezone")
     @classmethod
-    def _empty_key_env_is_none(cls, value: object) -> object:
-        return None if isinstance(value, str) and not value.strip() else value
+    def _known_time_zone(cls, value: str) -> str:
+        time_zone(value)
+        return value
+
+    @field_validator("optimization_window")
+    @classmethod
+    def _window_parses(cls, value: str | None) -> str | None:
+        # A field validator, not a model one: pydantic keeps a value that a model validator rejects
+        # on assignment. The syntax does not depend on the time zone, which has its own validator.
+        if value is not None:
+            OptimizationWindow.parse(value)
+        return value
+
+    def window(self) -> OptimizationWindow | None:
+        """The parsed ``optimization_window``, or None for any time."""
+        if self.optimization_window is None:
+            return None
+        return OptimizationWindow.parse(self.optimization_window, self.optimization_timezone)
 
     @field_validator("tenant_id")
     @classmethod

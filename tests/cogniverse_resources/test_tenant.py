@@ -35,6 +35,7 @@ def test_defaults_follow_the_design():
         "max_training_iterations": 100,
         "max_optimization_seconds": 120,
         "max_optimization_lm_calls": 50,
+        "llm_annotation_budget": 0,
         "use_synthetic_data": True,
         "synthetic_data_ratio": 0.3,
         "phoenix_lookback_hours": 24,
@@ -43,6 +44,8 @@ def test_defaults_follow_the_design():
         "promotion_max_class_recall_drop": 0.15,
         "phoenix_endpoint": None,
         "phoenix_api_key_env": None,
+        "optimization_window": None,
+        "optimization_timezone": "UTC",
     }
 
 
@@ -53,6 +56,7 @@ def test_defaults_follow_the_design():
         ("min_samples_for_optimization", 0),
         ("preferred_optimizer", "adam"),
         ("max_training_iterations", -1),
+        ("llm_annotation_budget", -1),
         ("synthetic_data_ratio", 1.5),
         ("synthetic_data_ratio", 1.0),
         ("phoenix_lookback_hours", 0),
