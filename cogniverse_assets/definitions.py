@@ -6,6 +6,7 @@ import dagster as dg
 
 from cogniverse_assets.assets.deployment import deployment_assets
 from cogniverse_assets.assets.evaluation import evaluation_assets
+from cogniverse_assets.assets.llm_annotations import llm_annotations_assets
 from cogniverse_assets.assets.optimization_plan import optimization_plan_assets
 from cogniverse_assets.assets.optimizer_meta_model import optimizer_meta_model
 from cogniverse_assets.assets.routing_traces import routing_traces_assets
@@ -21,6 +22,7 @@ DEPLOYMENT, RESOURCES, EXECUTOR = for_environment()
 
 defs = dg.Definitions(
     assets=[
+        *llm_annotations_assets,
         *routing_traces_assets,
         *synthetic_examples_assets,
         *training_set_assets,

@@ -55,7 +55,7 @@ def wait_for(predicate, timeout_s: float, what: str, log: Path):
 def test_backfill_isolates_a_broken_tenant_and_serializes_each_tenant(phoenix, tmp_path, monkeypatch):
     monkeypatch.setenv("CONFIG_STORE_URL", f"sqlite://{tmp_path}/config.sqlite")
     monkeypatch.setenv("COGNIVERSE_ARTIFACTS_URL", str(tmp_path / "artifacts"))
-    # One process per run rather than per step: 21 small steps per run on a 2-core machine.
+    # One process per run rather than per step: 24 small steps per run on a 2-core machine.
     monkeypatch.setenv("COGNIVERSE_STEP_EXECUTION", "in_process")
     store = open_config_store()
     settings = {"enable_auto_optimization": False, "use_synthetic_data": False}  # backfills only, no sensor runs
