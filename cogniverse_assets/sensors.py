@@ -14,15 +14,14 @@ from typing import Iterable
 import dagster as dg
 from dagster import DagsterEventType
 
-from cogniverse_assets.assets.lane import lane_keys
+from cogniverse_assets.assets.lane import COMPLETION_STAGE, lane_keys
+from cogniverse_assets.freshness import freshness_events, judge_freshness
 from cogniverse_assets.modules.registry import ROUTING_MODULES
 from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_resources.phoenix import LaneCountRequest, PhoenixResource, PhoenixUnavailable
 from cogniverse_resources.tenant import InvalidTenantId, RoutingConfig, validate_tenant_id
 
-# A lane is "optimized" once its plan ran (a skip is a finished optimization too).
-COMPLETION_STAGE = "optimization_plan"
 UNREACHABLE = "Phoenix unreachable"  # the verdict of a lane whose tenant's Phoenix did not answer
 DEFERRED = "exact count deferred to a later tick"  # the verdict of a lane the tick's count budget did not reach
 # Phoenix counting stops starting new requests after this long, so a tick stays well inside
@@ -259,9 +258,9 @@ def due_lanes(
     failures: dict[tuple[str, str], LaneFailure] | None = None,
 ) -> tuple[list[LaneCheck], list[DueTenant]]:
     """Every lane of every tenant, and the tenants with lanes to count. Lanes of disabled tenants,
-    lanes inside their interval (from their last success or failure) and lanes to retry after a
-    failed run (``failures``: from ``last_lane_failures``) get their verdict here, without asking
-    Phoenix."""
+    of tenants outside their ``optimization_window``, lanes inside their interval (from their last
+    success or failure) and lanes to retry after a failed run (``failures``: from
+    ``last_lane_failures``) get their verdict here, without asking Phoenix."""
     failures = failures or {}
     checks: list[LaneCheck] = []
     due: list[DueTenant] = []
@@ -279,6 +278,11 @@ def due_lanes(
         if not config.enable_auto_optimization:
             for lane in lanes:
                 lane.verdict = "auto-optimization disabled"
+            continue
+        window = config.window()
+        if window is not None and not window.contains(now):
+            for lane in lanes:
+                lane.verdict = window.closed_reason(now)
             continue
         interval = timedelta(seconds=config.optimization_interval_seconds)
         waiting = []
@@ -448,9 +452,11 @@ def trace_threshold_sensor(
     now = datetime.now(timezone.utc)
     partitions = set(context.instance.get_dynamic_partitions(tenants_partitions.name))
     configs = [config for config in config_store.store().list() if config.tenant_id in partitions]
-    resume_from = json.loads(context.cursor).get("resume_from") if context.cursor else None
+    previous = json.loads(context.cursor) if context.cursor else {}
+    resume_from = previous.get("resume_from")
     checks, unreachable = evaluate_tenants(context.instance, phoenix, configs, now, COUNT_BUDGET_S, resume_from)
     by_tenant = {config.tenant_id: config for config in configs}
+    freshness, stale = lane_freshness(checks, by_tenant, now, previous)
     requests = [run_request(check, by_tenant[check.tenant_id]) for check in checks if check.requested]
     for check in checks:
         if check.attempt > 1:
@@ -467,17 +473,46 @@ def trace_threshold_sensor(
             "tenants": len(configs),
             "requested": [r.run_key for r in requests],
             "resume_from": resume_from,
+            **stale,
         }
     )
     if unreachable and not requests and len(unreachable) == len(configs):
-        return dg.SensorResult(skip_reason=dg.SkipReason(f"{UNREACHABLE}: " + "; ".join(unreachable)), cursor=cursor)
+        return dg.SensorResult(
+            skip_reason=dg.SkipReason(f"{UNREACHABLE}: " + "; ".join(unreachable)),
+            cursor=cursor,
+            asset_events=freshness,
+        )
     if not requests:
         reasons = verdicts + [f"{item} ({UNREACHABLE})" for item in unreachable]
         if len(reasons) > MAX_SKIP_REASONS:
             reasons = reasons[:MAX_SKIP_REASONS] + [f"... and {len(reasons) - MAX_SKIP_REASONS} more"]
         reason = "; ".join(reasons) or "no active tenants"
-        return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor)
-    return dg.SensorResult(run_requests=requests, cursor=cursor)
+        return dg.SensorResult(skip_reason=dg.SkipReason(reason), cursor=cursor, asset_events=freshness)
+    return dg.SensorResult(run_requests=requests, cursor=cursor, asset_events=freshness)
+
+
+def lane_freshness(
+    checks: list[LaneCheck], configs: dict[str, RoutingConfig], now: datetime, previous: dict
+) -> tuple[list[dg.AssetCheckEvaluation], dict]:
+    """This tick's ``lane_freshness`` evaluations (only lanes whose state changed) and what the
+    cursor carries to the next tick: when each due lane became due, and which lanes are stale.
+    Both hold only due or stale lanes, so the cursor stays small however many tenants there are."""
+    due_since = {lane: datetime.fromisoformat(moment) for lane, moment in previous.get("due_since", {}).items()}
+    previously_stale = set(previous.get("stale", []))
+    judged = judge_freshness(checks, configs, now, due_since)
+    events = freshness_events(judged, previously_stale)
+    for lane in judged:  # lanes judged this tick replace their old state; the others keep it
+        due_since.pop(lane.lane, None)
+        previously_stale.discard(lane.lane)
+        if lane.due_since is not None:
+            due_since[lane.lane] = lane.due_since
+        if lane.stale:
+            previously_stale.add(lane.lane)
+    carried = {
+        "due_since": {lane: moment.isoformat() for lane, moment in sorted(due_since.items())},
+        "stale": sorted(previously_stale),
+    }
+    return events, carried
 
 
 def error_chain(error) -> str:  # noqa: ANN001 - dagster's SerializableErrorInfo

@@ -1,9 +1,7 @@
 """One lane of assets per routing module: every stage is keyed ``<module>/<stage>``, grouped by
 module and partitioned by tenant. ``lane_asset`` says that once for every stage's factory; the
-pieces every stage shares (the tenant's settings, the retry policy for outside calls, the default
-interval) live here too."""
-
-from datetime import timedelta
+pieces every stage shares (the tenant's settings, the retry policy for outside calls, the stage
+that completes a lane) live here too."""
 
 import dagster as dg
 
@@ -17,12 +15,14 @@ from cogniverse_resources.tenant import RoutingConfig
 EXTERNAL_CALL_RETRY = dg.RetryPolicy(
     max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
 )
-# RoutingConfig's default interval; per-tenant intervals are the sensor's job.
-DEFAULT_INTERVAL = timedelta(seconds=RoutingConfig.model_fields["optimization_interval_seconds"].default)
 
+
+# A lane is "optimized" once its plan ran (a skip is a finished optimization too).
+COMPLETION_STAGE = "optimization_plan"
 
 # A lane's stages, upstream first.
 LANE_STAGES = (
+    "llm_annotations",
     "routing_traces",
     "synthetic_examples",
     "training_set",

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from cogniverse_assets.assets.lane import DEFAULT_INTERVAL, EXTERNAL_CALL_RETRY, lane_asset, tenant_config
+from cogniverse_assets.assets.lane import EXTERNAL_CALL_RETRY, lane_asset, tenant_config
 from cogniverse_assets.assets.optimization_plan import PLAN_FILE
 from cogniverse_assets.assets.training_set import TRAINING_SET_TABLE
 from cogniverse_assets.blending import stratified_pick
@@ -42,9 +42,6 @@ def build_trained_module(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         retry_policy=EXTERNAL_CALL_RETRY,
         op_tags=HEAVY_STEP_TAGS,
         kinds={"dspy"},
-        freshness_policy=dg.FreshnessPolicy.time_window(
-            fail_window=3 * DEFAULT_INTERVAL, warn_window=2 * DEFAULT_INTERVAL
-        ),
         description=f"Reads the `{spec.name}` plan and train split; writes a new DSPy JSON module version "
         "compiled with the planned optimizer (nothing when the plan says skip).",
     )

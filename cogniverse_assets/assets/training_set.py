@@ -9,7 +9,7 @@ annotations), "synthetic (...)" or "none (...)" — which the promotion decision
 import dagster as dg
 import pandas as pd
 
-from cogniverse_assets.assets.lane import DEFAULT_INTERVAL, lane_asset, tenant_config
+from cogniverse_assets.assets.lane import lane_asset, tenant_config
 from cogniverse_assets.assets.synthetic_examples import SYNTHETIC_TABLE, labeled_real
 from cogniverse_assets.blending import build_training_set
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
@@ -52,9 +52,6 @@ def build_training_set_asset(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         "training_set",
         after=("routing_traces", "synthetic_examples"),
         kinds={"parquet"},
-        freshness_policy=dg.FreshnessPolicy.time_window(
-            fail_window=3 * DEFAULT_INTERVAL, warn_window=2 * DEFAULT_INTERVAL
-        ),
         description=f"Reads the `{spec.name}` example and synthetic tables; writes the blended training "
         "set with a stratified, real-only validation split.",
     )

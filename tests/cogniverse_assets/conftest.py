@@ -29,13 +29,15 @@ def tenant_env(tmp_path, phoenix):
         def resources(self, **overrides):
             return {"phoenix": phoenix, "config_store": self.config_store, "artifacts": self.artifacts, **overrides}
 
-        def materialize(self, assets, tenant_id, raise_on_error=True, **overrides):
+        def materialize(self, assets, tenant_id, raise_on_error=True, tags=None, **overrides):
+            """One run of ``assets`` for the tenant; ``tags`` as a CLI or sensor launch would set them."""
             return dg.materialize(
                 assets,
                 partition_key=tenant_id,
                 instance=self.instance,
                 resources=self.resources(**overrides),
                 raise_on_error=raise_on_error,
+                tags=tags,
             )
 
     env = Env()

@@ -5,6 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from cogniverse_assets.assets.evaluation import evaluation_assets
+from cogniverse_assets.assets.optimization_plan import optimization_plan_assets
 from cogniverse_assets.definitions import defs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,6 +25,7 @@ def test_definitions_load():
     keys = {key.to_user_string() for key in repository.assets_defs_by_key}
     for module in ("modality", "cross_modal", "routing"):
         stages = (
+            "llm_annotations",
             "routing_traces",
             "synthetic_examples",
             "training_set",
@@ -34,10 +36,19 @@ def test_definitions_load():
         )
         assert {f"{module}/{stage}" for stage in stages} <= keys
     assert "optimizer_meta_model" in keys
-    # one blocking promotion gate per module, declared on (and decided by) its evaluation asset
-    gates = {key.to_user_string() for key in repository.asset_graph.asset_check_keys}
-    assert gates == {f"{module}/evaluation:promotion_gate" for module in ("modality", "cross_modal", "routing")}
+    # one blocking promotion gate per module, declared on (and decided by) its evaluation asset, and
+    # one non-blocking freshness check per module, partitioned by tenant, on its plan
+    checks = {key.to_user_string() for key in repository.asset_graph.asset_check_keys}
+    modules = ("modality", "cross_modal", "routing")
+    assert checks == {f"{module}/evaluation:promotion_gate" for module in modules} | {
+        f"{module}/optimization_plan:lane_freshness" for module in modules
+    }
     assert all(spec.blocking for asset in evaluation_assets for spec in asset.check_specs)
+    assert all(
+        not spec.blocking and spec.partitions_def.name == "tenants"
+        for asset in optimization_plan_assets
+        for spec in asset.check_specs
+    )
     job = defs.resolve_job_def("optimize_tenant")
     assert job.partitions_def.name == "tenants"
     assert {key.to_user_string() for key in job.asset_layer.executable_asset_keys} == {

@@ -5,6 +5,7 @@ import sqlite3
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
+import pytest
 
 from cogniverse_assets import sensors
 from cogniverse_assets.partitions import tenants_partitions
@@ -163,6 +164,7 @@ def test_failure_observations_name_tenant_module_and_root_cause():
     assert failure_observations(dg.DagsterRun(job_name="j", run_id="r2"), [("routing__routing_traces", "boom")]) == []
 
 
+@pytest.mark.phoenix_backends
 def test_many_tenants_are_counted_in_batched_phoenix_requests(tenant_env):
     busy, quiet, silent = (tenant_env.add(name) for name in ("batch-busy", "batch-quiet", "batch-silent"))
     emit_traffic(tenant_env.phoenix, busy, n=3, feedback_rate=1.0, seed=61, progress=False, modules=["modality"])
@@ -178,6 +180,7 @@ def test_many_tenants_are_counted_in_batched_phoenix_requests(tenant_env):
     assert all(counts[tenant] == {"modality": 0, "cross_modal": 0, "routing": 0} for tenant in [silent, *absent])
 
 
+@pytest.mark.phoenix_backends
 def test_one_request_counts_every_tenant_since_a_shared_moment(tenant_env):
     busy, quiet = tenant_env.add("shared-busy"), tenant_env.add("shared-quiet")
     before = datetime.now(timezone.utc)
@@ -360,6 +363,7 @@ def test_failure_lookups_cost_the_same_storage_queries_for_any_number_of_tenants
     assert queries(1) == queries(6)
 
 
+@pytest.mark.phoenix_backends
 def test_the_count_follows_the_ingestion_label_rules(tenant_env):
     from opentelemetry.trace import Status, StatusCode
 
@@ -422,3 +426,34 @@ def test_the_count_follows_the_ingestion_label_rules(tenant_env):
         {tenant: LaneCountRequest({"modality": None}, 0.7)}
     )
     assert errors == {} and counts[tenant] == {"modality": 3}
+
+
+def _window_around(now: datetime, inside: bool) -> str:
+    """A two-hour UTC window that holds ``now`` (or ends an hour before it)."""
+    start = now - timedelta(hours=1) if inside else now - timedelta(hours=3)
+    return f"{start:%H:%M}-{start + timedelta(hours=2):%H:%M}"
+
+
+def test_a_tenant_inside_its_optimization_window_runs(tenant_env):
+    now = datetime.now(timezone.utc)
+    tenant = tenant_env.add("win-in", min_samples_for_optimization=2, optimization_window=_window_around(now, True))
+    emit_traffic(tenant_env.phoenix, tenant, n=3, feedback_rate=1.0, seed=16, progress=False, modules=["modality"])
+    result = _tick(tenant_env)
+    assert [request.tags["module"] for request in result.run_requests] == ["modality"]
+
+
+def test_a_tenant_outside_its_optimization_window_waits_and_is_told_when_it_opens(tenant_env, monkeypatch):
+    now = datetime.now(timezone.utc)
+    window = _window_around(now, False)
+    tenant = tenant_env.add("win-out", min_samples_for_optimization=2, optimization_window=window)
+    emit_traffic(tenant_env.phoenix, tenant, n=3, feedback_rate=1.0, seed=17, progress=False, modules=["modality"])
+    counted = []
+    original = PhoenixResource.count_labeled_routing_spans_since
+    monkeypatch.setattr(
+        PhoenixResource,
+        "count_labeled_routing_spans_since",
+        lambda self, tenant_ids, *args: counted.extend(tenant_ids) or original(self, tenant_ids, *args),
+    )
+    message = _skip(_tick(tenant_env))
+    assert f"{tenant}/modality: outside optimization window {window} UTC (opens in 2" in message
+    assert tenant not in counted  # a closed window costs Phoenix nothing
