@@ -7,7 +7,7 @@ import sys
 
 from pydantic import ValidationError
 
-from cogniverse_assets.cli import deployments, run, stack, tenants, traffic
+from cogniverse_assets.cli import deployments, optimize, run, stack, tenants, traffic
 from cogniverse_assets.cli import eval as evaluate
 from cogniverse_assets.cli.common import CliError, validation_message
 from cogniverse_resources.config_store import TenantNotFound
@@ -15,7 +15,7 @@ from cogniverse_resources.stack import StackError
 from cogniverse_resources.tenant import InvalidTenantId
 
 # Each registers its sub-commands, in the order `cogniverse --help` lists them.
-COMMAND_GROUPS = (stack, tenants, traffic, evaluate, deployments, run)
+COMMAND_GROUPS = (stack, tenants, traffic, optimize, evaluate, deployments, run)
 
 
 def build_parser() -> argparse.ArgumentParser:
