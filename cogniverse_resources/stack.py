@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cogniverse_resources.paths import REPO_ROOT, data_dir
+from cogniverse_resources.redaction import redact_url, redact_urls
 
 LOCAL_MODEL_FILE = "qwen2.5-coder-0.5b-instruct-q4.gguf"
 LOCAL_MODEL_ALIAS = "qwen2.5-coder-0.5b-instruct"
@@ -42,6 +43,10 @@ DEFAULT_PHOENIX_PORT = 6006
 DEFAULT_PHOENIX_GRPC_PORT = 4317
 DEFAULT_LM_PORT = 8766
 HOST = "127.0.0.1"
+# The database Phoenix stores traces in, first set wins: ours, then Phoenix's own name for it.
+# Unset: SQLite in Phoenix's working dir.
+PHOENIX_DATABASE_VARIABLES = ("COGNIVERSE_PHOENIX_DATABASE_URL", "PHOENIX_SQL_DATABASE_URL")
+PHOENIX_DATABASE_SCHEMES = ("postgresql", "postgresql+asyncpg", "sqlite")
 
 
 class StackError(RuntimeError):
@@ -64,6 +69,11 @@ def phoenix_grpc_port() -> int:
 
 def lm_port() -> int:
     return int(os.environ.get("COGNIVERSE_LM_PORT", DEFAULT_LM_PORT))
+
+
+def phoenix_database_url() -> str | None:
+    """The database the stack's Phoenix uses (``PHOENIX_DATABASE_VARIABLES``); ``None``: SQLite."""
+    return next((os.environ[name] for name in PHOENIX_DATABASE_VARIABLES if os.environ.get(name)), None)
 
 
 def phoenix_url(port: int | None = None) -> str:
@@ -312,7 +322,8 @@ class ManagedService:
             lines = [line for line in self.log_file.read_text(errors="replace").splitlines() if line.strip()]
         except OSError:
             return "no log"
-        return lines[-1].strip()[:300] if lines else "no log output"
+        # A service's log may echo its database URL; a password in it must not reach the message.
+        return redact_urls(lines[-1].strip())[:300] if lines else "no log output"
 
 
 def _is_zombie(pid: int) -> bool:
@@ -338,12 +349,30 @@ def phoenix_service(
     port: int | None = None,
     grpc_port: int | None = None,
     directory: Path | None = None,
+    database_url: str | None = None,
 ) -> ManagedService:
-    """A real ``phoenix serve`` with SQLite storage in ``working_dir``."""
+    """A real ``phoenix serve`` storing traces in ``database_url`` (a ``postgresql://`` URL whose
+    database exists), by default ``phoenix_database_url()``, else SQLite in ``working_dir``.
+
+    Phoenix gets its database as ``PHOENIX_SQL_DATABASE_URL`` in every case, the SQLite path too:
+    an inherited ``PHOENIX_SQL_DATABASE_URL`` or ``PHOENIX_POSTGRES_*`` meant for another Phoenix
+    must not redirect this one (a test's private Phoenix, say) into a shared database.
+    """
     port = port or phoenix_port()
     grpc_port = grpc_port or phoenix_grpc_port()
     working_dir = working_dir or data_dir() / "phoenix"
     working_dir.mkdir(parents=True, exist_ok=True)
+    database_url = database_url or phoenix_database_url()
+    if database_url:
+        scheme = database_url.split("://", 1)[0].lower() if "://" in database_url else ""
+        if scheme not in PHOENIX_DATABASE_SCHEMES:
+            raise StackError(
+                f"Phoenix database URL {redact_url(database_url)} is not one of "
+                f"{', '.join(s + '://' for s in PHOENIX_DATABASE_SCHEMES)} "
+                f"(set by {' or '.join(PHOENIX_DATABASE_VARIABLES)})"
+            )
+    else:
+        database_url = f"sqlite:///{working_dir}/phoenix.db"  # where Phoenix puts it by default
     spec = ServiceSpec(
         name="phoenix",
         command=[phoenix_executable(), "serve"],
@@ -355,6 +384,7 @@ def phoenix_service(
             "PHOENIX_PORT": str(port),
             "PHOENIX_GRPC_PORT": str(grpc_port),
             "PHOENIX_TELEMETRY_ENABLED": "false",
+            "PHOENIX_SQL_DATABASE_URL": database_url,
         },
         port_env_hint="PHOENIX_PORT / PHOENIX_GRPC_PORT",
     )

@@ -58,9 +58,12 @@ def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest'
 def isolated_data_dir(tmp_path_factory) -> Path:
     """Every test session gets its own data folder (config store, run files, artifacts)."""
     path = tmp_path_factory.mktemp("cogniverse-data")
-    previous = {key: os.environ.get(key) for key in ("COGNIVERSE_DATA_DIR", "CONFIG_STORE_URL")}
+    # A developer's Phoenix database setting must not send the tests' Phoenix servers into it.
+    cleared = ("CONFIG_STORE_URL", *stack.PHOENIX_DATABASE_VARIABLES)
+    previous = {key: os.environ.get(key) for key in ("COGNIVERSE_DATA_DIR", *cleared)}
     os.environ["COGNIVERSE_DATA_DIR"] = str(path)
-    os.environ.pop("CONFIG_STORE_URL", None)
+    for key in cleared:
+        os.environ.pop(key, None)
     # The model is large and immutable: share the developer's verified copy when there is one.
     shared_model = stack.REPO_ROOT / ".cogniverse" / "models" / stack.LOCAL_MODEL_FILE
     os.environ.setdefault("COGNIVERSE_LM_MODEL_PATH", str(shared_model))
@@ -72,9 +75,34 @@ def isolated_data_dir(tmp_path_factory) -> Path:
             os.environ[key] = value
 
 
+PHOENIX_BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_generate_tests(metafunc) -> None:  # noqa: ANN001 - pytest's hook
+    """A test marked ``phoenix_backends`` runs once per Phoenix storage backend: its ``phoenix``
+    (its own or through a fixture such as ``tenant_env``) is then the SQLite or the Postgres one."""
+    if metafunc.definition.get_closest_marker("phoenix_backends") is None:
+        return
+    if "phoenix_backend" not in metafunc.fixturenames:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid} is marked phoenix_backends but uses no Phoenix")
+    metafunc.parametrize("phoenix_backend", PHOENIX_BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def phoenix_backend(request) -> str:
+    """Which Phoenix ``phoenix`` is: ``sqlite`` unless the test is marked ``phoenix_backends``."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def phoenix(request, phoenix_backend) -> PhoenixResource:
+    """A real Phoenix server (one per backend for the whole session)."""
+    return request.getfixturevalue(f"phoenix_{phoenix_backend}")
+
+
 @pytest.fixture(scope="session")
-def phoenix(tmp_path_factory, isolated_data_dir) -> PhoenixResource:
-    """A real Phoenix server for the whole session."""
+def phoenix_sqlite(tmp_path_factory, isolated_data_dir) -> PhoenixResource:
+    """The session's Phoenix on SQLite; ``PHOENIX_ENDPOINT`` names it (``from_env`` finds it)."""
     root = tmp_path_factory.mktemp("phoenix")
     port, grpc_port = stack.free_port(), stack.free_port()
     service = stack.phoenix_service(working_dir=root / "working", port=port, grpc_port=grpc_port, directory=root)
@@ -86,6 +114,34 @@ def phoenix(tmp_path_factory, isolated_data_dir) -> PhoenixResource:
     finally:
         os.environ.pop("PHOENIX_ENDPOINT", None)
         service.stop()
+
+
+@pytest.fixture(scope="session")
+def phoenix_postgres_database() -> str:
+    """The URL of the database the session's Postgres Phoenix stores into (dropped afterwards)."""
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def phoenix_postgres(tmp_path_factory, isolated_data_dir, phoenix_postgres_database) -> PhoenixResource:
+    """The session's Phoenix on Postgres: its own fresh database on the test Postgres server
+    (``COGNIVERSE_TEST_POSTGRES_URL``). Missing Postgres: skipped, in CI a failure.
+    ``PHOENIX_ENDPOINT`` keeps naming the SQLite one."""
+    root = tmp_path_factory.mktemp("phoenix-postgres")
+    port, grpc_port = stack.free_port(), stack.free_port()
+    service = stack.phoenix_service(
+        working_dir=root / "working",
+        port=port,
+        grpc_port=grpc_port,
+        directory=root,
+        database_url=phoenix_postgres_database,
+    )
+    service.start()
+    try:
+        yield PhoenixResource(endpoint=stack.phoenix_url(port))
+    finally:
+        service.stop()  # before the database is dropped
 
 
 @pytest.fixture(scope="session")
@@ -169,6 +225,14 @@ def local_lm(tmp_path_factory):
 def postgres_url() -> str:
     """A fresh, empty database on ``COGNIVERSE_TEST_POSTGRES_URL`` (default: the local server at
     127.0.0.1:5432, trust auth), dropped afterwards."""
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@contextmanager
+def fresh_postgres_database():
+    """A new, empty database on the test Postgres server; yields its URL; drops it afterwards
+    (``WITH (FORCE)``: a server still connected to it must not leave it behind)."""
     import uuid
     from urllib.parse import urlparse, urlunparse
 

@@ -59,3 +59,64 @@ def test_phoenix_fixture_is_a_real_server(phoenix):
     assert phoenix.healthy()
     names = [project["name"] for project in phoenix.client().projects.list()]
     assert "default" in names
+
+
+def test_phoenix_database_comes_from_the_environment_and_defaults_to_sqlite(tmp_path, monkeypatch):
+    monkeypatch.setenv("PHOENIX_POSTGRES_HOST", "elsewhere.invalid")  # Phoenix's own fallback: never reached
+    service = stack.phoenix_service(working_dir=tmp_path / "w", port=1, grpc_port=2, directory=tmp_path)
+    assert service.spec.env["PHOENIX_SQL_DATABASE_URL"] == f"sqlite:///{tmp_path / 'w'}/phoenix.db"
+
+    monkeypatch.setenv("PHOENIX_SQL_DATABASE_URL", "postgresql://phoenix@db.internal:5432/theirs")
+    service = stack.phoenix_service(working_dir=tmp_path / "w", port=1, grpc_port=2, directory=tmp_path)
+    assert service.spec.env["PHOENIX_SQL_DATABASE_URL"] == "postgresql://phoenix@db.internal:5432/theirs"
+
+    monkeypatch.setenv("COGNIVERSE_PHOENIX_DATABASE_URL", "postgresql://phoenix@db.internal:5432/ours")
+    service = stack.phoenix_service(working_dir=tmp_path / "w", port=1, grpc_port=2, directory=tmp_path)
+    assert service.spec.env["PHOENIX_SQL_DATABASE_URL"] == "postgresql://phoenix@db.internal:5432/ours"
+
+
+def test_a_database_url_phoenix_cannot_use_is_refused_without_its_password(tmp_path):
+    with pytest.raises(stack.StackError) as error:
+        stack.phoenix_service(
+            working_dir=tmp_path / "w", directory=tmp_path, database_url="mysql://root:hunter2-secret@db/phoenix"
+        )
+    assert "hunter2-secret" not in str(error.value) and "mysql://***@db/phoenix" in str(error.value)
+
+
+def test_phoenix_that_cannot_open_its_postgres_database_fails_without_its_password(tmp_path, postgres_url):
+    missing = postgres_url.replace("://", "://postgres:hunter2-secret@", 1).rsplit("/", 1)[0] + "/no_such_database"
+    service = stack.phoenix_service(
+        working_dir=tmp_path / "w",
+        port=stack.free_port(),
+        grpc_port=stack.free_port(),
+        directory=tmp_path,
+        database_url=missing,
+    )
+    with pytest.raises(stack.StackError) as error:
+        service.start()
+    assert "phoenix exited" in str(error.value) and "hunter2-secret" not in str(error.value)
+    assert not service.pid_file.exists()
+
+
+def test_postgres_phoenix_stores_its_spans_in_its_postgres_database(phoenix_postgres, phoenix_postgres_database):
+    import psycopg2
+
+    from cogniverse_resources.tracer import RoutingDecision, RoutingTracer
+
+    tracer = RoutingTracer(phoenix_postgres, "pg-store")
+    span_id = tracer.record(
+        RoutingDecision(
+            module="modality",
+            query="stored in postgres",
+            label="video",
+            confidence=0.9,
+            processing_time_ms=1.0,
+            module_version="v0",
+            success=True,
+        )
+    )
+    tracer.shutdown()
+    phoenix_postgres.wait_for_spans("pg-store", [span_id])
+    with psycopg2.connect(phoenix_postgres_database) as connection, connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM spans WHERE span_id = %s", (span_id,))
+        assert cursor.fetchone() == (1,)

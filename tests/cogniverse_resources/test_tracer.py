@@ -49,6 +49,7 @@ def test_project_name_uses_prefix(monkeypatch):
     assert tc.project_name("acme") == "prod-acme"
 
 
+@pytest.mark.phoenix_backends
 def test_spans_and_feedback_land_in_the_tenants_project_only(phoenix):
     tracer_a = RoutingTracer(phoenix, "tracer-a")
     tracer_b = RoutingTracer(phoenix, "tracer-b")
