@@ -1,9 +1,10 @@
 """``<module>/routing_traces``: a tenant's routing spans from Phoenix as labeled examples.
 
 Reads the tenant's Phoenix project (spans from ``INGEST_OVERLAP`` before the stored table's newest
-span, never before ``phoenix_lookback_hours`` ago) and their ``routing_feedback`` annotations;
-writes the merged example table (deduplicated by span id) and the quarantine table to the artifact
-store.
+span, never before ``phoenix_lookback_hours`` ago) and the ``routing_feedback`` annotations of the
+lookback, read in bulk (``PhoenixResource.feedback_annotations_between``: by time range, only the
+annotated spans, paged) rather than by span id; writes the merged example table (deduplicated by
+span id) and the quarantine table to the artifact store.
 
 Spans reach Phoenix late (buffered exporters, retries, clock skew): one whose start time is older
 than the newest stored span would be skipped for good by a reader that starts at that newest span.
@@ -13,6 +14,8 @@ arrives more than ``INGEST_OVERLAP`` late is still missed.
 """
 
 from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -77,18 +80,37 @@ def ingest_routing_traces(
     new_chunks: list[pd.DataFrame] = []
     quarantined: list[dict] = []
     fetched = reread = 0
-    for page in phoenix.iter_routing_spans(tenant_id, spec.name, read_from, now + timedelta(seconds=1)):
-        fetched += len(page)
-        fresh = [span for span in page if _span_id(span) not in seen_ids]
-        reread += len(page) - len(fresh)
-        examples, rejected = parse_page(fresh, spec)
-        annotations = phoenix.feedback_annotations(tenant_id, [example["span_id"] for example in examples])
-        labeled, contradictory = label_examples(examples, annotations, spec, config.min_trace_confidence)
-        quarantined += rejected + contradictory
-        if labeled:
-            new_chunks.append(pd.DataFrame(labeled, columns=EXAMPLE_COLUMNS))
+    end = now + timedelta(seconds=1)
+    pending: list[list[dict]] = []  # parsed pages waiting for the feedback
 
-    relabeled = _refresh_late_feedback(phoenix, existing, spec, config, lookback_start)
+    def label_pending(annotations: Mapping[str, list[dict]]) -> None:
+        nonlocal quarantined
+        for examples in pending:
+            labeled, contradictory = label_examples(examples, annotations, spec, config.min_trace_confidence)
+            quarantined += contradictory
+            if labeled:
+                new_chunks.append(pd.DataFrame(labeled, columns=EXAMPLE_COLUMNS))
+        pending.clear()
+
+    # One bulk read of the lookback's feedback serves the new spans and the stored ones' late
+    # feedback alike (read_from >= lookback_start). It runs beside the span pages, which do not
+    # need it to be parsed: pages wait parsed (in memory) only until it is there. Feedback written
+    # while the spans are read is picked up by the next run's _refresh_late_feedback.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedback") as pool:
+        feedback = pool.submit(phoenix.feedback_annotations_between, tenant_id, spec.name, lookback_start, end)
+        for page in phoenix.iter_routing_spans(tenant_id, spec.name, read_from, end):
+            fetched += len(page)
+            fresh = [span for span in page if _span_id(span) not in seen_ids]
+            reread += len(page) - len(fresh)
+            examples, rejected = parse_page(fresh, spec)
+            quarantined += rejected
+            pending.append(examples)
+            if feedback.done():
+                label_pending(feedback.result())
+        annotations = feedback.result()
+    label_pending(annotations)
+
+    relabeled = _refresh_late_feedback(annotations, existing, spec, config, lookback_start)
     merged = pd.concat([existing, *new_chunks], ignore_index=True) if new_chunks else existing.copy()
     merged = (
         merged.drop_duplicates("span_id", keep="last").sort_values("start_time", kind="stable").reset_index(drop=True)
@@ -125,15 +147,19 @@ def ingest_routing_traces(
 
 
 def _refresh_late_feedback(
-    phoenix: PhoenixResource, existing: pd.DataFrame, spec: RoutingModuleSpec, config: RoutingConfig, since: datetime
+    annotations: Mapping[str, list[dict]],
+    existing: pd.DataFrame,
+    spec: RoutingModuleSpec,
+    config: RoutingConfig,
+    since: datetime,
 ) -> int:
-    """People annotate after the fact: re-read feedback for stored, recent, not-human-labeled spans."""
+    """People annotate after the fact: relabel stored, recent, not-human-labeled spans from the
+    feedback of the lookback (``annotations``, every annotated span since ``since``)."""
     if existing.empty:
         return 0
     recent = existing[(_as_time(existing["start_time"]) >= since) & (existing["provenance"] != "human")]
     if recent.empty:
         return 0
-    annotations = phoenix.feedback_annotations(config.tenant_id, recent["span_id"].tolist())
     changed = 0
     for index, row in recent.iterrows():
         try:
@@ -162,6 +188,7 @@ def build_routing_traces(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
     @lane_asset(
         spec,
         "routing_traces",
+        after=("llm_annotations",),  # the teacher's labels are in Phoenix before ingestion reads them
         retry_policy=EXTERNAL_CALL_RETRY,
         kinds={"phoenix", "parquet"},
         description=f"Reads new `{spec.name}` routing spans + feedback from the tenant's Phoenix project; "
@@ -185,6 +212,8 @@ def build_routing_traces(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
                 f"Phoenix at {tenant_phoenix.redacted_endpoint} failed while reading {config.tenant_id}/{spec.name}: "
                 f"{type(error).__name__}: {redact_urls(str(error))}"
             ) from error
+        except PhoenixUnavailable as error:  # raised by the resource's GraphQL reads: say whose read failed
+            raise PhoenixUnavailable(f"reading {config.tenant_id}/{spec.name} failed: {error}") from error
         context.log.info(
             f"{config.tenant_id}/{spec.name}: {figures['new_examples']} new, {figures['total_examples']} total, "
             f"{figures['quarantined_this_run']} quarantined"

@@ -52,6 +52,7 @@ def test_asset_keys_form_one_lane_per_module():
     }
 
 
+@pytest.mark.phoenix_backends
 def test_second_run_reads_only_new_spans(tenant_env):
     tenant = tenant_env.add("inc")
     emit_traffic(tenant_env.phoenix, tenant, n=10, feedback_rate=0.5, seed=1, progress=False)
@@ -68,6 +69,7 @@ def test_second_run_reads_only_new_spans(tenant_env):
     assert third["new_examples"] == 0 and third["total_examples"] == 14
 
 
+@pytest.mark.phoenix_backends
 def test_a_span_that_reaches_phoenix_late_is_picked_up_by_the_next_run(tenant_env):
     tenant = tenant_env.add("tardy")
     tracer = RoutingTracer(tenant_env.phoenix, tenant)
@@ -94,6 +96,7 @@ def test_a_span_that_reaches_phoenix_late_is_picked_up_by_the_next_run(tenant_en
     assert pd.Timestamp(table.loc[late, "start_time"]) < newest
 
 
+@pytest.mark.phoenix_backends
 def test_label_precedence(tenant_env):
     tenant = tenant_env.add("prec", min_trace_confidence=0.7)
     tracer = RoutingTracer(tenant_env.phoenix, tenant)
@@ -129,6 +132,7 @@ def test_label_precedence(tenant_env):
     assert figures["labeled_examples"] == 3
 
 
+@pytest.mark.phoenix_backends
 def test_late_feedback_relabels_stored_examples(tenant_env):
     tenant = tenant_env.add("late")
     tracer = RoutingTracer(tenant_env.phoenix, tenant)
@@ -144,6 +148,7 @@ def test_late_feedback_relabels_stored_examples(tenant_env):
     tracer.shutdown()
 
 
+@pytest.mark.phoenix_backends
 def test_hostile_spans_are_quarantined_with_reasons(tenant_env):
     tenant = tenant_env.add("hostile")
     tracer = RoutingTracer(tenant_env.phoenix, tenant)
@@ -185,6 +190,7 @@ def test_hostile_spans_are_quarantined_with_reasons(tenant_env):
     assert sum(figures["quarantine_reasons"].values()) == 7
 
 
+@pytest.mark.phoenix_backends
 def test_tenants_are_isolated(tenant_env):
     tenant_a, tenant_b = tenant_env.add("iso-a"), tenant_env.add("iso-b")
     emit_traffic(tenant_env.phoenix, tenant_a, n=5, feedback_rate=1.0, seed=5, progress=False)
