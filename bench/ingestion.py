@@ -1,14 +1,18 @@
 """Benchmark: ``routing_traces`` ingestion vs a bare loop over the Phoenix client's span paging.
 
-Starts its own Phoenix (SQLite in a temp dir), writes ``--spans`` routing spans across the three
-modules into one tenant's project (with ``routing_feedback`` on ``--feedback-rate`` of them), then
-runs, each in a fresh process, side by side:
-  - ingestion: ``ingest_routing_traces`` for the three modules (parse, label, quarantine, write Parquet);
+Starts its own Phoenix (``--backend sqlite``: SQLite in a temp dir; ``postgres``: a new database on
+``COGNIVERSE_BENCH_POSTGRES_URL``, default the local server at 127.0.0.1:5432), writes ``--spans``
+routing spans across the three modules into one tenant's project (with ``routing_feedback`` on
+``--feedback-rate`` of them), then runs, each in a fresh process, side by side:
+  - ingestion: ``ingest_routing_traces`` for the three modules (bulk feedback, parse, label,
+    quarantine, write Parquet);
   - bare loop: ``client.spans.get_spans`` for the same spans (server-side filtered, cursor-paged);
   - bare pages: the same REST paging ingestion uses, without its labeling work.
-Prints wall time, spans/s and peak RSS of each and the throughput ratio.
+Prints wall time, spans/s and peak RSS of each and the throughput ratios; the goal is ingestion at
+>= 0.8x the bare read of the same pages, with peak RSS < 500 MB.
 
-    .venv/bin/python bench/ingestion.py [--spans 100000] [--feedback-rate 0.1] [--reuse FOLDER]
+    .venv/bin/python bench/ingestion.py [--backend sqlite|postgres] [--spans 100000] [--feedback-rate 0.1]
+                                        [--reuse FOLDER] [--keep-database] [--repeat N]
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from private_phoenix import private_phoenix
+from private_phoenix import BACKENDS, private_phoenix
 
 from cogniverse_assets.demo_data import load_queries
 from cogniverse_assets.modules.registry import ROUTING_MODULES
@@ -152,10 +156,22 @@ def main() -> int:
         help="the folder of an earlier run: read its spans again instead of writing new ones "
         "(writing 100k spans takes about 17 minutes)",
     )
+    parser.add_argument("--backend", choices=BACKENDS, default="sqlite", help="Phoenix's storage")
+    parser.add_argument(
+        "--keep-database", action="store_true", help="postgres: keep the database so that --reuse can read it again"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run the three readers this many times, alternating; report the best"
+    )
     args = parser.parse_args()
 
-    with private_phoenix("bench-ingest-", args.reuse) as (root, phoenix):
-        print(f"Phoenix data in {root} (--reuse {root} reads it again)", flush=True)
+    runs: list[tuple[dict, dict, dict]] = []
+    with private_phoenix("bench-ingest-", args.reuse, args.backend, keep_database=args.keep_database) as (
+        root,
+        phoenix,
+    ):
+        reusable = args.backend == "sqlite" or args.keep_database
+        print(f"Phoenix ({args.backend}) data in {root}" + (f" (--reuse {root} reads it again)" if reusable else ""))
         os.environ["CONFIG_STORE_URL"] = f"sqlite://{root}/config.sqlite"
         if args.reuse is None:
             open_config_store().add(TENANT)
@@ -165,11 +181,16 @@ def main() -> int:
                 f"setup: {args.spans} spans written and ingested by Phoenix in {time.perf_counter() - started:.0f}s",
                 flush=True,
             )
-        bare = run(BARE_LOOP, phoenix.endpoint, phoenix.project_name(TENANT))
-        ours = run(INGESTION, phoenix.endpoint, tempfile.mkdtemp(prefix="artifacts-", dir=root), TENANT)
-        pages = run(BARE_PAGES, phoenix.endpoint, TENANT)
+        for _ in range(args.repeat):
+            bare = run(BARE_LOOP, phoenix.endpoint, phoenix.project_name(TENANT))
+            ours = run(INGESTION, phoenix.endpoint, tempfile.mkdtemp(prefix="artifacts-", dir=root), TENANT)
+            pages = run(BARE_PAGES, phoenix.endpoint, TENANT)
+            runs.append((bare, ours, pages))
+            print(f"  run {len(runs)}: ingestion / same pages {pages['seconds'] / ours['seconds']:.2f}", flush=True)
 
-    print(f"\n{bare['spans']} spans, 3 modules, one tenant, {os.cpu_count()} cores")
+    # Each reader's fastest run: on a shared machine the slow runs are the ones another process slowed.
+    bare, ours, pages = (min((trio[index] for trio in runs), key=lambda f: f["seconds"]) for index in range(3))
+    print(f"\n{bare['spans']} spans, 3 modules, one tenant, {os.cpu_count()} cores, Phoenix on {args.backend}")
     print(f"{'reader':44s} {'spans':>8s} {'wall s':>8s} {'spans/s':>9s} {'peak RSS MB':>12s}")
     for name, figures in (
         ("bare loop (client.spans.get_spans, 100/page)", bare),
@@ -179,9 +200,11 @@ def main() -> int:
         rate = figures["spans"] / figures["seconds"]
         print(f"{name:44s} {figures['spans']:8d} {figures['seconds']:8.1f} {rate:9.0f} {figures['peak_rss_mb']:12.0f}")
     ratio = (ours["spans"] / ours["seconds"]) / (bare["spans"] / bare["seconds"])
-    print(f"throughput ratio ingestion / bare loop: {ratio:.2f} (goal >= 0.8); ingestion peak RSS goal < 500 MB")
+    print(f"throughput ratio ingestion / bare client loop: {ratio:.2f}")
     same_pages = (ours["spans"] / ours["seconds"]) / (pages["spans"] / pages["seconds"])
-    print(f"ingestion / bare loop over the same pages: {same_pages:.2f}")
+    print(f"throughput ratio ingestion / bare loop over the same pages: {same_pages:.2f} (goal >= 0.8)")
+    peak = max(trio[1]["peak_rss_mb"] for trio in runs)
+    print(f"ingestion peak RSS, highest of {len(runs)} run(s): {peak:.0f} MB (goal < 500 MB)")
     return 0
 
 

@@ -1,23 +1,73 @@
-"""A throwaway ``phoenix serve`` (SQLite in a temp dir) for one benchmark run."""
+"""A throwaway ``phoenix serve`` for one benchmark run: SQLite in a temp dir, or a new database on
+a Postgres server (``COGNIVERSE_BENCH_POSTGRES_URL``, default the local one at 127.0.0.1:5432)."""
 
+import os
 import tempfile
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 from cogniverse_resources import stack
 from cogniverse_resources.phoenix import PhoenixResource
+from cogniverse_resources.redaction import redact_url
+
+BACKENDS = ("sqlite", "postgres")
+DEFAULT_POSTGRES_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+# Only the database's name is written down (for --reuse), never the server URL and its password.
+DATABASE_NAME_FILE = "postgres_database"
 
 
 @contextmanager
-def private_phoenix(prefix: str, root: Path | None = None) -> Iterator[tuple[Path, PhoenixResource]]:
+def private_phoenix(
+    prefix: str, root: Path | None = None, backend: str = "sqlite", keep_database: bool = False
+) -> Iterator[tuple[Path, PhoenixResource]]:
     """Start Phoenix on free ports in a new temp folder (or on the data an earlier run left in
-    ``root``); yield (folder, resource); stop it. The folder is kept."""
+    ``root``); yield (folder, resource); stop it. The folder is kept; a Postgres database is
+    dropped afterwards unless ``keep_database`` (then ``root`` can be reused)."""
     root = root or Path(tempfile.mkdtemp(prefix=prefix))
     port, grpc_port = stack.free_port(), stack.free_port()
-    service = stack.phoenix_service(working_dir=root / "phoenix", port=port, grpc_port=grpc_port, directory=root)
-    service.start()
+    with _database(root, backend, keep_database) as database_url:
+        service = stack.phoenix_service(
+            working_dir=root / "phoenix", port=port, grpc_port=grpc_port, directory=root, database_url=database_url
+        )
+        service.start()
+        try:
+            yield root, PhoenixResource.from_env(endpoint=stack.phoenix_url(port))
+        finally:
+            service.stop()
+
+
+@contextmanager
+def _database(root: Path, backend: str, keep: bool) -> Iterator[str | None]:
+    if backend == "sqlite":
+        yield None
+        return
+    if backend != "postgres":
+        raise ValueError(f"unknown backend {backend!r}; one of {', '.join(BACKENDS)}")
+    import psycopg2
+
+    server = os.environ.get("COGNIVERSE_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_SERVER)
+    name_file = root / DATABASE_NAME_FILE
+    reused = name_file.exists()
+    name = name_file.read_text().strip() if reused else f"cogniverse_bench_{uuid.uuid4().hex[:10]}"
     try:
-        yield root, PhoenixResource.from_env(endpoint=stack.phoenix_url(port))
+        admin = psycopg2.connect(server, connect_timeout=5)
+    except psycopg2.OperationalError:
+        admin = None
+    if admin is None:  # outside the except block: psycopg2's message may quote the URL
+        raise SystemExit(f"no Postgres at {redact_url(server)} (set COGNIVERSE_BENCH_POSTGRES_URL)")
+    admin.autocommit = True
+    try:
+        if not reused:
+            with admin.cursor() as cursor:
+                cursor.execute(f'CREATE DATABASE "{name}"')
+            name_file.write_text(name)
+        yield urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
     finally:
-        service.stop()
+        if not keep:
+            with admin.cursor() as cursor:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            name_file.unlink(missing_ok=True)
+        admin.close()
