@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cogniverse_resources.optimization_window import OptimizationWindow, time_zone
 from cogniverse_resources.redaction import has_userinfo
@@ -75,6 +75,16 @@ class RoutingConfig(BaseModel):
     optimization_window: str | None = Field(None, max_length=32)
     optimization_timezone: str = Field("UTC", max_length=64)
 
+    def __setattr__(self, name: str, value: object) -> None:
+        # pydantic assigns first and runs model validators after: a rejected assignment would stay
+        # in place. Put the previous values back, so a refused change loses nothing and keeps nothing.
+        previous = dict(self.__dict__)
+        try:
+            super().__setattr__(name, value)
+        except ValidationError:
+            self.__dict__.update(previous)
+            raise
+
     # "" (or blanks) clears these settings: the shared Phoenix, no key variable, any time.
     @field_validator("phoenix_endpoint", "phoenix_api_key_env", "optimization_window", mode="before")
     @classmethod
@@ -100,8 +110,7 @@ class RoutingConfig(BaseModel):
     @field_validator("optimization_window")
     @classmethod
     def _window_parses(cls, value: str | None) -> str | None:
-        # A field validator, not a model one: pydantic keeps a value that a model validator rejects
-        # on assignment. The syntax does not depend on the time zone, which has its own validator.
+        # The syntax does not depend on the time zone, which has its own validator.
         if value is not None:
             OptimizationWindow.parse(value)
         return value

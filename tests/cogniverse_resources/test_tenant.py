@@ -77,6 +77,14 @@ def test_assignment_is_validated():
         config.synthetic_data_ratio = 2.0
 
 
+def test_a_refused_assignment_keeps_the_previous_value():
+    config = RoutingConfig(tenant_id="acme")
+    with pytest.raises(ValidationError, match="shorter than optimization_interval_seconds"):
+        config.optimization_interval_seconds = 7 * 24 * 3600  # longer than the 24 h lookback
+    assert config.optimization_interval_seconds == 3600
+    assert config == RoutingConfig(tenant_id="acme")
+
+
 def test_own_phoenix_endpoint_and_back_to_the_shared_one():
     config = RoutingConfig(tenant_id="acme", phoenix_endpoint="https://phoenix.eu.example.com")
     assert config.phoenix_endpoint == "https://phoenix.eu.example.com"
