@@ -9,7 +9,7 @@ all three modules, marks a third of the lanes as optimized in a temp Dagster ins
 Prints wall time and the number of Phoenix requests of each; the sensor makes no LM call by
 construction (it has no LM resource).
 
-    .venv/bin/python bench/sensor_tick.py [--tenants 1000]
+    .venv/bin/python bench/sensor_tick.py [--tenants 1000] [--backend sqlite|postgres] [--count-concurrency 1]
 """
 
 from __future__ import annotations
@@ -92,9 +92,12 @@ def main() -> int:
     parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--spans-per-module", type=int, default=2)
     parser.add_argument("--verbose", action="store_true", help="print the first tick's skip reason")
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite", help="Phoenix's storage")
+    parser.add_argument("--count-concurrency", type=int, default=1, help="exact-count requests in flight at once")
     args = parser.parse_args()
 
-    with private_phoenix("bench-sensor-") as (root, phoenix):
+    with private_phoenix("bench-sensor-", backend=args.backend) as (root, phoenix):
+        phoenix = phoenix.model_copy(update={"count_concurrency": args.count_concurrency})
         config_store = ConfigStoreResource(url=f"sqlite://{root}/config.sqlite")
         store = config_store.store()
         tenants = [f"t{index:05d}" for index in range(args.tenants)]
@@ -147,7 +150,10 @@ def main() -> int:
                 if position is not None and position <= previous:
                     break
 
-    print(f"\n{args.tenants} tenants x {len(ROUTING_MODULES)} modules, {os.cpu_count()} cores")
+    print(
+        f"\n{args.tenants} tenants x {len(ROUTING_MODULES)} modules, {os.cpu_count()} cores, "
+        f"Phoenix on {args.backend}, count concurrency {args.count_concurrency}"
+    )
     print(f"{'tick':44s} {'wall s':>7s} {'Phoenix requests':>17s} {'run requests':>13s} {'LM calls':>9s}")
     for name, seconds, requests, runs in rows:
         print(f"{name:44s} {seconds:7.2f} {requests:17d} {runs:13d} {0:9d}")

@@ -60,6 +60,12 @@ def _env(*variables: str, parse: Callable[[str], Any] | None = None) -> EnvSetti
     return EnvSetting(variables, parse)
 
 
+def _count_concurrency(value: str) -> int:
+    if not value.strip().isdigit():
+        raise ValueError(f"COGNIVERSE_PHOENIX_COUNT_CONCURRENCY={value!r}: use a whole number from 1 to 16")
+    return int(value)
+
+
 _ARTIFACTS_ROOT = {"root": _env("COGNIVERSE_ARTIFACTS_URL")}
 
 # resource class name -> {field: the variables that set it}
@@ -70,6 +76,7 @@ RESOURCE_ENV: dict[str, dict[str, EnvSetting]] = {
         "project_prefix": _env("PHOENIX_PROJECT_PREFIX"),
         # Hosts a tenant's own phoenix_endpoint may name (comma-separated names or *.suffix).
         "allowed_hosts": _env("COGNIVERSE_PHOENIX_ALLOWED_HOSTS"),
+        "count_concurrency": _env("COGNIVERSE_PHOENIX_COUNT_CONCURRENCY", parse=_count_concurrency),
     },
     "LanguageModelResource": {
         "student_model": _env("ROUTER_OPTIMIZER_STUDENT_MODEL"),

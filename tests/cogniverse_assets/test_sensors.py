@@ -178,6 +178,9 @@ def test_many_tenants_are_counted_in_batched_phoenix_requests(tenant_env):
     assert counts[busy] == {"modality": 3, "cross_modal": 0, "routing": 0}
     assert counts[quiet] == {"modality": 1, "cross_modal": 0, "routing": 0}
     assert all(counts[tenant] == {"modality": 0, "cross_modal": 0, "routing": 0} for tenant in [silent, *absent])
+    # Side by side (for a Phoenix on Postgres): the same counts, whatever order the answers come in.
+    parallel = tenant_env.phoenix.model_copy(update={"count_concurrency": 4})
+    assert parallel.count_labeled_routing_spans_many(requests) == (counts, {})
 
 
 @pytest.mark.phoenix_backends

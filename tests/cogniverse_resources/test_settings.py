@@ -73,3 +73,11 @@ def test_stack_derived_defaults_are_computed_when_a_resource_is_built(tmp_path, 
     monkeypatch.setenv("COGNIVERSE_DATA_DIR", str(tmp_path))
     assert PhoenixResource.from_env().endpoint == stack.phoenix_url(16006) == PhoenixResource().endpoint
     assert ArtifactStore.from_env().root == str(tmp_path.resolve() / "artifacts")
+
+
+def test_count_concurrency_is_read_as_a_number_and_a_bad_value_is_named():
+    from cogniverse_resources.phoenix import PhoenixResource
+
+    assert PhoenixResource.from_env({"COGNIVERSE_PHOENIX_COUNT_CONCURRENCY": "4"}).count_concurrency == 4
+    with pytest.raises(ValueError, match="COGNIVERSE_PHOENIX_COUNT_CONCURRENCY='four': use a whole number"):
+        PhoenixResource.from_env({"COGNIVERSE_PHOENIX_COUNT_CONCURRENCY": "four"})
