@@ -16,9 +16,18 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from cogniverse_assets.cli.common import CliError, add_module_option
 from cogniverse_assets.modules.registry import ROUTING_MODULES
+
+if TYPE_CHECKING:  # imported where used: every `cogniverse` command would otherwise load Dagster's instance code
+    import dagster as dg
+
+    from cogniverse_assets.demo import LaneOutcome
+    from cogniverse_resources.artifacts import ArtifactStore
+    from cogniverse_resources.phoenix import PhoenixResource
+    from cogniverse_resources.tenant import RoutingConfig
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_NOTHING_TO_LAUNCH, EXIT_PHOENIX_UNREACHABLE = 0, 1, 3, 4
 TRIGGER = "cogniverse optimize"  # the runs' `trigger` tag (the sensor's runs say trace_threshold_sensor)
@@ -47,6 +56,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=cmd_optimize)
 
 
+@dataclass(frozen=True)
+class PlanSummary:
+    """The plan ``optimization_plan`` would make: decision, optimizer, who decided, why."""
+
+    decision: str
+    optimizer: str | None
+    source: str
+    reasons: list[str]
+
+
 @dataclass
 class LaneReport:
     """One lane as ``cogniverse optimize`` saw it, and what it did about it."""
@@ -58,7 +77,7 @@ class LaneReport:
     would_run: bool  # what the sensor would do now
     launch: bool  # what this command does (the sensor's answer, or --force)
     attempt: int
-    plan: dict | None = None
+    plan: PlanSummary | None = None
     plan_note: str = ""
     run_id: str | None = None
     run_status: str | None = None
@@ -72,12 +91,19 @@ class OptimizeReport:
     force_training: bool
     lanes: list[LaneReport] = field(default_factory=list)
     unreachable: list[str] = field(default_factory=list)
-    outcomes: list[dict] = field(default_factory=list)
+    outcomes: list[LaneOutcome] = field(default_factory=list)
     exit_code: int = EXIT_OK
 
 
 def lane_reports(
-    instance, phoenix, artifacts, config, modules: list[str], force: bool, force_training: bool, now: datetime
+    instance: dg.DagsterInstance,
+    phoenix: PhoenixResource,
+    artifacts: ArtifactStore,
+    config: RoutingConfig,
+    modules: list[str],
+    force: bool,
+    force_training: bool,
+    now: datetime,
 ) -> tuple[list[LaneReport], list[str]]:
     """Each selected lane's verdict (``sensors.evaluate_tenants``, the sensor's own function) and the
     plan ``optimization_plan`` would make on the stored training set (``plan_lane``): no LM call."""
@@ -107,12 +133,7 @@ def lane_reports(
             report.plan_note = "no training set yet: the run's own ingestion builds the first one"
         else:
             plan = decided.plan
-            report.plan = {
-                "decision": plan.decision,
-                "optimizer": plan.optimizer,
-                "source": plan.source,
-                "reasons": plan.reasons,
-            }
+            report.plan = PlanSummary(plan.decision, plan.optimizer, plan.source, plan.reasons)
             report.plan_note = "planned on the stored training set; a run first adds the traces that arrived since"
         reports.append(report)
     return reports, unreachable
@@ -152,7 +173,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     return report.exit_code
 
 
-def dagster_instance():
+def dagster_instance() -> dg.DagsterInstance:
     """The instance the UI and the daemon use: ``DAGSTER_HOME``, else the project's dagster_home/."""
     import dagster as dg
 
@@ -181,7 +202,9 @@ def run_tags(tenant_id: str, lane: LaneReport, force: bool, force_training: bool
     return tags
 
 
-def launch_lanes(instance, tenant_id: str, lanes: list[LaneReport], force: bool, force_training: bool) -> None:
+def launch_lanes(
+    instance: dg.DagsterInstance, tenant_id: str, lanes: list[LaneReport], force: bool, force_training: bool
+) -> None:
     """Queue one run per lane (the lane's assets, the tenant's partition) on the instance's run
     coordinator, as ``dagster job launch`` does; sets each lane's ``run_id``."""
     from dagster import __version__
@@ -235,7 +258,7 @@ def launch_lanes(instance, tenant_id: str, lanes: list[LaneReport], force: bool,
             lane.run_status = instance.get_run_by_id(lane.run_id).status.value
 
 
-def wait_for_lanes(instance, lanes: list[LaneReport], timeout_s: float, quiet: bool = False) -> int:
+def wait_for_lanes(instance: dg.DagsterInstance, lanes: list[LaneReport], timeout_s: float, quiet: bool = False) -> int:
     """Follow the lanes' runs to the end; ``EXIT_RUN_FAILED`` if any failed, was canceled or is
     still going at the timeout."""
     import dagster as dg
@@ -259,16 +282,16 @@ def wait_for_lanes(instance, lanes: list[LaneReport], timeout_s: float, quiet: b
     return EXIT_OK if all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs.values()) else EXIT_RUN_FAILED
 
 
-def lane_outcomes(tenant_id: str, modules: list[str]) -> list[dict]:
+def lane_outcomes(tenant_id: str, modules: list[str]) -> list[LaneOutcome]:
     from cogniverse_assets.demo import outcomes
     from cogniverse_resources.artifacts import ArtifactStore
     from cogniverse_resources.config_store import open_config_store
 
-    return [asdict(row) for row in outcomes(open_config_store(), ArtifactStore.from_env(), [tenant_id], modules)]
+    return outcomes(open_config_store(), ArtifactStore.from_env(), [tenant_id], modules)
 
 
 def format_report(report: OptimizeReport) -> str:
-    from cogniverse_assets.demo import LaneOutcome, format_table
+    from cogniverse_assets.demo import format_table
 
     lines = [f"tenant {report.tenant_id}" + (" (dry run: nothing launched)" if report.dry_run else "")]
     for lane in report.lanes:
@@ -279,11 +302,9 @@ def format_report(report: OptimizeReport) -> str:
             action = f"launched run {lane.run_id} ({lane.run_status})"
         lines.append(f"  {lane.module:12s} {action}: {lane.reason}")
         if lane.plan:
-            optimizer = f" with {lane.plan['optimizer']}" if lane.plan["optimizer"] else ""
-            lines.append(
-                f"  {'':12s} plan: {lane.plan['decision']}{optimizer} ({lane.plan['source']}); {lane.plan_note}"
-            )
-            lines += [f"  {'':12s}   - {reason}" for reason in lane.plan["reasons"]]
+            optimizer = f" with {lane.plan.optimizer}" if lane.plan.optimizer else ""
+            lines.append(f"  {'':12s} plan: {lane.plan.decision}{optimizer} ({lane.plan.source}); {lane.plan_note}")
+            lines += [f"  {'':12s}   - {reason}" for reason in lane.plan.reasons]
         else:
             lines.append(f"  {'':12s} plan: {lane.plan_note}")
     lines += [f"  Phoenix unreachable: {item}" for item in report.unreachable]
@@ -294,5 +315,5 @@ def format_report(report: OptimizeReport) -> str:
     if any(lane.run_status == "QUEUED" for lane in report.lanes) and not report.outcomes:
         lines.append("queued on the Dagster instance: its daemon (`make run`, `dagster dev`) launches them")
     if report.outcomes:
-        lines += ["", format_table([LaneOutcome(**row) for row in report.outcomes])]
+        lines += ["", format_table(report.outcomes)]
     return "\n".join(lines)

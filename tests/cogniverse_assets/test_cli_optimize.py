@@ -59,6 +59,12 @@ def test_dry_run_prints_the_sensor_verdicts_and_the_plan_and_launches_nothing(cl
     assert text.startswith(f"tenant {tenant} (dry run: nothing launched)")
     assert "routing      would not run: 0 new labeled traces < 3" in text and "modality" not in text
 
+    assert main(["optimize", "--tenant", tenant, "--module", "modality", "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == "  modality     would run: 4 new labeled traces >= 3"
+    assert lines[2].strip().startswith(f"plan: skip ({modality['plan']['source']}); planned on the stored training set")
+    assert [line.strip() for line in lines[3:]] == [f"- {reason}" for reason in modality["plan"]["reasons"]]
+
 
 def test_exit_codes_for_nothing_to_launch_and_bad_input(cli_env, capsys):
     tenant = cli_env.add("codes", min_samples_for_optimization=50)
