@@ -32,18 +32,17 @@ from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import dspy
-import httpx
 import pandas as pd
 from dspy.utils.exceptions import AdapterParseError
 
-from cogniverse_assets.assets.lane import EXTERNAL_CALL_RETRY, lane_asset, tenant_config
+from cogniverse_assets.assets.lane import EXTERNAL_CALL_RETRY, lane_asset, phoenix_errors, tenant_config, tenant_phoenix
 from cogniverse_assets.examples import Malformed, choose_label, parse_page
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
 from cogniverse_resources import trace_contract as tc
 from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_resources.lm import LanguageModelResource
-from cogniverse_resources.phoenix import PhoenixEndpointRefused, PhoenixResource, PhoenixUnavailable
+from cogniverse_resources.phoenix import PhoenixResource
 from cogniverse_resources.redaction import redact_urls
 from cogniverse_resources.tenant import RoutingConfig
 
@@ -309,17 +308,9 @@ def build_llm_annotations(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
             return dg.MaterializeResult(
                 metadata={"status": "off", "reason": "llm_annotation_budget is 0", "labeled": 0, "lm_calls": 0}
             )
-        try:
-            tenant_phoenix = phoenix.for_tenant(config.phoenix_endpoint, config.phoenix_api_key_env)
-        except PhoenixEndpointRefused as error:  # configuration, not an outage: retrying cannot help
-            raise dg.Failure(description=str(error), allow_retries=False) from error
-        try:
-            run = annotate_spans(tenant_phoenix, artifacts, lm, spec, config)
-        except httpx.HTTPError as error:  # retried by EXTERNAL_CALL_RETRY; the message says where
-            raise PhoenixUnavailable(
-                f"Phoenix at {tenant_phoenix.redacted_endpoint} failed while auto-annotating "
-                f"{config.tenant_id}/{spec.name}: {type(error).__name__}: {redact_urls(str(error))}"
-            ) from error
+        source = tenant_phoenix(phoenix, config)
+        with phoenix_errors(source, f"auto-annotating {config.tenant_id}/{spec.name}"):
+            run = annotate_spans(source, artifacts, lm, spec, config)
         labeled = sum(run.labeled.values())
         context.log.info(
             f"{config.tenant_id}/{spec.name}: the teacher labeled {labeled} spans and judged {run.sampled} "

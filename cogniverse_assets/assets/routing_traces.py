@@ -19,10 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
-import httpx
 import pandas as pd
 
-from cogniverse_assets.assets.lane import EXTERNAL_CALL_RETRY, lane_asset, tenant_config
+from cogniverse_assets.assets.lane import EXTERNAL_CALL_RETRY, lane_asset, phoenix_errors, tenant_config, tenant_phoenix
 from cogniverse_assets.examples import (
     EXAMPLE_COLUMNS,
     LABELED_PROVENANCES,
@@ -35,8 +34,7 @@ from cogniverse_assets.examples import (
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
 from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.config_store import ConfigStoreResource
-from cogniverse_resources.phoenix import PhoenixEndpointRefused, PhoenixResource, PhoenixUnavailable
-from cogniverse_resources.redaction import redact_urls
+from cogniverse_resources.phoenix import PhoenixResource
 from cogniverse_resources.tenant import RoutingConfig
 
 TRACES_TABLE = "routing_traces"
@@ -201,19 +199,9 @@ def build_routing_traces(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         artifacts: ArtifactStore,
     ) -> dg.MaterializeResult:
         config = tenant_config(config_store, context.partition_key)
-        try:
-            tenant_phoenix = phoenix.for_tenant(config.phoenix_endpoint, config.phoenix_api_key_env)
-        except PhoenixEndpointRefused as error:  # configuration, not an outage: retrying cannot help
-            raise dg.Failure(description=str(error), allow_retries=False) from error
-        try:
-            figures = ingest_routing_traces(tenant_phoenix, artifacts, spec, config)
-        except httpx.HTTPError as error:  # retried by EXTERNAL_CALL_RETRY; the message says where
-            raise PhoenixUnavailable(
-                f"Phoenix at {tenant_phoenix.redacted_endpoint} failed while reading {config.tenant_id}/{spec.name}: "
-                f"{type(error).__name__}: {redact_urls(str(error))}"
-            ) from error
-        except PhoenixUnavailable as error:  # raised by the resource's GraphQL reads: say whose read failed
-            raise PhoenixUnavailable(f"reading {config.tenant_id}/{spec.name} failed: {error}") from error
+        source = tenant_phoenix(phoenix, config)
+        with phoenix_errors(source, f"reading {config.tenant_id}/{spec.name}"):
+            figures = ingest_routing_traces(source, artifacts, spec, config)
         context.log.info(
             f"{config.tenant_id}/{spec.name}: {figures['new_examples']} new, {figures['total_examples']} total, "
             f"{figures['quarantined_this_run']} quarantined"
