@@ -415,6 +415,11 @@ def evaluate_tenant(
     return checks
 
 
+def lane_tags(tenant_id: str, module: str, attempt: int, trigger: str) -> dict[str, str]:
+    """The tags of a lane run, whoever starts it (this sensor, ``cogniverse optimize``)."""
+    return {"tenant": tenant_id, "module": module, "trigger": trigger, ATTEMPT_TAG: str(attempt)}
+
+
 def run_request(check: LaneCheck, config: RoutingConfig) -> dg.RunRequest:
     # Deterministic: one request per (last success, block of new samples), per retried failure, and
     # per block of samples after spent retries; Dagster launches a run key once.
@@ -428,12 +433,7 @@ def run_request(check: LaneCheck, config: RoutingConfig) -> dg.RunRequest:
         run_key=run_key,
         partition_key=check.tenant_id,
         asset_selection=lane_keys(check.module),
-        tags={
-            "tenant": check.tenant_id,
-            "module": check.module,
-            "trigger": "trace_threshold_sensor",
-            ATTEMPT_TAG: str(check.attempt),
-        },
+        tags=lane_tags(check.tenant_id, check.module, check.attempt, "trace_threshold_sensor"),
     )
 
 

@@ -186,15 +186,9 @@ def dagster_instance() -> dg.DagsterInstance:
 def run_tags(tenant_id: str, lane: LaneReport, force: bool, force_training: bool) -> dict[str, str]:
     """The sensor's tags (tenant, module, attempt; the partition), with this command as the trigger."""
     from cogniverse_assets.assets.optimization_plan import FORCE_TRAINING_TAG
-    from cogniverse_assets.sensors import ATTEMPT_TAG
+    from cogniverse_assets.sensors import lane_tags
 
-    tags = {
-        "dagster/partition": tenant_id,
-        "tenant": tenant_id,
-        "module": lane.module,
-        "trigger": TRIGGER,
-        ATTEMPT_TAG: str(lane.attempt),
-    }
+    tags = {"dagster/partition": tenant_id, **lane_tags(tenant_id, lane.module, lane.attempt, TRIGGER)}
     if force:
         tags[FORCED_TAG] = "true"
     if force_training:
