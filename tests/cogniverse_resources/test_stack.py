@@ -101,20 +101,11 @@ def test_phoenix_that_cannot_open_its_postgres_database_fails_without_its_passwo
 def test_postgres_phoenix_stores_its_spans_in_its_postgres_database(phoenix_postgres, phoenix_postgres_database):
     import psycopg2
 
-    from cogniverse_resources.tracer import RoutingDecision, RoutingTracer
+    from cogniverse_resources.tracer import RoutingTracer
+    from tests.cogniverse_resources.test_tracer import _decision
 
     tracer = RoutingTracer(phoenix_postgres, "pg-store")
-    span_id = tracer.record(
-        RoutingDecision(
-            module="modality",
-            query="stored in postgres",
-            label="video",
-            confidence=0.9,
-            processing_time_ms=1.0,
-            module_version="v0",
-            success=True,
-        )
-    )
+    span_id = tracer.record(_decision(query="stored in postgres"))
     tracer.shutdown()
     phoenix_postgres.wait_for_spans("pg-store", [span_id])
     with psycopg2.connect(phoenix_postgres_database) as connection, connection.cursor() as cursor:

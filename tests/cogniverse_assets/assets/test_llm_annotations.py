@@ -17,7 +17,8 @@ from cogniverse_resources import trace_contract as tc
 from cogniverse_resources.lm import LanguageModelResource
 from cogniverse_resources.phoenix import PhoenixResource
 from cogniverse_resources.stack import free_port
-from cogniverse_resources.tracer import Feedback, RoutingDecision, RoutingTracer
+from cogniverse_resources.tracer import Feedback, RoutingTracer
+from tests.cogniverse_assets.assets.test_routing_traces import _decision
 
 MODALITY_ANNOTATIONS = llm_annotations_assets[0]
 QUERIES = {
@@ -39,18 +40,6 @@ QUERIES = {
 def _metadata(result):
     (event,) = result.asset_materializations_for_node(MODALITY_ANNOTATIONS.op.name)
     return {key: value.value for key, value in event.metadata.items()}
-
-
-def _decision(query, confidence, success=True, label="text"):
-    return RoutingDecision(
-        module="modality",
-        query=query,
-        label=label,
-        confidence=confidence,
-        processing_time_ms=10.0,
-        module_version="v0",
-        success=success,
-    )
 
 
 def _annotations(phoenix: PhoenixResource, tenant: str, span_ids) -> dict[str, list[dict]]:
@@ -82,7 +71,7 @@ def _human(annotations: list[dict]) -> str | None:
 
 def _record_spans(tenant_env, tenant, queries, confidence, success=True, feedback_kind=None, labels=None):
     tracer = RoutingTracer(tenant_env.phoenix, tenant)
-    ids = [tracer.record(_decision(query, confidence, success)) for query in queries]
+    ids = [tracer.record(_decision(query, label="text", confidence=confidence, success=success)) for query in queries]
     if feedback_kind:
         tracer.annotate([Feedback(span_id, label, feedback_kind) for span_id, label in zip(ids, labels)])
     tracer.flush()
