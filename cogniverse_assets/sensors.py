@@ -6,10 +6,11 @@ record failed lane steps."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import dagster as dg
 from dagster import DagsterEventType
@@ -20,6 +21,7 @@ from cogniverse_assets.modules.registry import ROUTING_MODULES
 from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_resources.phoenix import LaneCountRequest, PhoenixResource, PhoenixUnavailable
+from cogniverse_resources.phoenix_database import PhoenixDatabaseCounter, PhoenixDatabaseUnavailable
 from cogniverse_resources.tenant import InvalidTenantId, RoutingConfig, validate_tenant_id
 
 UNREACHABLE = "Phoenix unreachable"  # the verdict of a lane whose tenant's Phoenix did not answer
@@ -27,6 +29,10 @@ DEFERRED = "exact count deferred to a later tick"  # the verdict of a lane the t
 # Phoenix counting stops starting new requests after this long, so a tick stays well inside
 # Dagster's 60 s sensor timeout; the remaining lanes are counted on the following ticks.
 COUNT_BUDGET_S = 3.0
+# Counts read from Phoenix's database (``PhoenixResource.count_database_url``) are cheap enough to
+# count every lane in one tick, so they ignore COUNT_BUDGET_S; they stop starting statements after
+# this long instead, still inside the 60 s sensor timeout.
+DATABASE_COUNT_BUDGET_S = 20.0
 MAX_SKIP_REASONS = 60  # a tick's skip message lists this many tenant × module verdicts at most
 RUN = "run"  # the verdict of a lane with enough new labeled traces
 # A lane whose run failed is run again on its next interval without new labels, until this many
@@ -341,17 +347,48 @@ def count_upper_bounds(phoenix: PhoenixResource, due: list[DueTenant]) -> UpperB
     return UpperBounds(tuple(undecided), unreachable)
 
 
+def exact_counts(
+    phoenix: PhoenixResource,
+    requests: Mapping[str, LaneCountRequest],
+    deadline: float | None,
+    log: logging.Logger | dg.DagsterLogManager,
+) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
+    """``count_labeled_routing_spans_many`` for ``requests``, read from Phoenix's database when
+    ``phoenix.count_database_url`` is set: every lane at once, whatever the ``deadline``. Tenants
+    the database did not reach within ``DATABASE_COUNT_BUDGET_S``, or all of them when it fails
+    (logged), are counted through GraphQL until the ``deadline``."""
+    counts: dict[str, dict[str, int]] = {}
+    if phoenix.count_database_url:
+        counter = PhoenixDatabaseCounter(phoenix.count_database_url, phoenix.project_prefix)
+        try:
+            counts = counter.count(requests, time.monotonic() + DATABASE_COUNT_BUDGET_S)
+        except PhoenixDatabaseUnavailable as error:  # its message holds no password
+            log.warning(f"exact counts go through Phoenix GraphQL this tick: {error}")
+        requests = {tenant_id: request for tenant_id, request in requests.items() if tenant_id not in counts}
+        if not requests:
+            return counts, {}
+    more, errors = phoenix.count_labeled_routing_spans_many(requests, deadline)
+    return {**counts, **more}, errors
+
+
 def count_exactly(
-    phoenix: PhoenixResource, undecided: Iterable[UndecidedTenant], deadline: float | None, resume_from: str | None
+    phoenix: PhoenixResource,
+    undecided: Iterable[UndecidedTenant],
+    deadline: float | None,
+    resume_from: str | None,
+    log: logging.Logger | dg.DagsterLogManager | None = None,
 ) -> dict[str, str]:
     """Stage 2, exact counts on a budget: each remaining lane counted since its own last success,
     tenants in ``rotation`` order from ``resume_from``, until the ``deadline`` (``time.monotonic()``).
     Returns the tenants whose Phoenix did not answer (tenant → error).
 
-    These counts are expensive for Phoenix (each has its own start), so a tick stops starting them
-    at the deadline; the lanes not reached get the verdict ``DEFERRED`` and the sensor's cursor
-    makes the next tick start with them.
+    These counts are expensive for Phoenix's GraphQL (each has its own start), so a tick stops
+    starting them at the deadline; the lanes not reached get the verdict ``DEFERRED`` and the
+    sensor's cursor makes the next tick start with them. With ``count_database_url`` set, the
+    shared Phoenix's lanes are all counted in its database instead (``exact_counts``); tenants with
+    their own ``phoenix_endpoint`` keep GraphQL.
     """
+    log = log or dg.get_dagster_logger()
     by_endpoint: dict[tuple[str, str], dict[str, UndecidedTenant]] = {}
     for item in undecided:
         by_endpoint.setdefault(item.tenant.endpoint, {})[item.tenant.tenant_id] = item
@@ -364,7 +401,7 @@ def count_exactly(
         except PhoenixUnavailable as error:  # a refused endpoint (not allowed, no key) fails only its tenants
             unreachable.update(dict.fromkeys(order, str(error)))
             continue
-        counts, errors = tenant_phoenix.count_labeled_routing_spans_many(requests, deadline)
+        counts, errors = exact_counts(tenant_phoenix, requests, deadline, log)
         unreachable.update(errors)
         for tenant_id in order:
             if tenant_id in errors:
@@ -385,19 +422,21 @@ def evaluate_tenants(
     now: datetime,
     count_budget_s: float | None = None,
     resume_from: str | None = None,
+    log: logging.Logger | dg.DagsterLogManager | None = None,
 ) -> tuple[list[LaneCheck], list[str]]:
     """Check every module of every tenant: the lanes that should run, and the tenants whose Phoenix
     could not be reached (``"tenant: error"``). Storage and Phoenix are asked in batches, not once
     per tenant: ``due_lanes``, then ``count_upper_bounds`` (stage 1) and ``count_exactly``
     (stage 2) with ``count_budget_s`` seconds from now, resuming at tenant ``resume_from``.
-    Every due lane of an unreachable tenant gets the verdict ``UNREACHABLE``.
+    Every due lane of an unreachable tenant gets the verdict ``UNREACHABLE``. ``log`` (default:
+    Dagster's logger) hears when the database count falls back to GraphQL.
     """
     deadline = time.monotonic() + count_budget_s if count_budget_s is not None else None
     tenant_ids = [config.tenant_id for config in configs]
     last = last_successful_optimizations(instance, tenant_ids)
     checks, due = due_lanes(configs, last, now, last_lane_failures(instance, tenant_ids, last))
     bounds = count_upper_bounds(phoenix, due)
-    unreachable = {**bounds.unreachable, **count_exactly(phoenix, bounds.undecided, deadline, resume_from)}
+    unreachable = {**bounds.unreachable, **count_exactly(phoenix, bounds.undecided, deadline, resume_from, log)}
     for tenant in due:
         if tenant.tenant_id in unreachable:
             for lane in tenant.lanes:
@@ -454,7 +493,9 @@ def trace_threshold_sensor(
     configs = [config for config in config_store.store().list() if config.tenant_id in partitions]
     previous = json.loads(context.cursor) if context.cursor else {}
     resume_from = previous.get("resume_from")
-    checks, unreachable = evaluate_tenants(context.instance, phoenix, configs, now, COUNT_BUDGET_S, resume_from)
+    checks, unreachable = evaluate_tenants(
+        context.instance, phoenix, configs, now, COUNT_BUDGET_S, resume_from, context.log
+    )
     by_tenant = {config.tenant_id: config for config in configs}
     freshness, stale = lane_freshness(checks, by_tenant, now, previous)
     requests = [run_request(check, by_tenant[check.tenant_id]) for check in checks if check.requested]

@@ -1,6 +1,7 @@
 """``trace_threshold_sensor``'s conditions one by one, against a real Phoenix server."""
 
 import json
+import logging
 import sqlite3
 from datetime import datetime, timedelta, timezone
 
@@ -255,6 +256,85 @@ def test_a_spent_count_budget_defers_lanes_to_the_next_tick_in_turn(tenant_env, 
     # The deferred two first, then from the start again until the budget runs out.
     assert [tenant for tenant in tenants if verdicts[tenant] == DEFERRED] == tenants[10:12]
     assert json.loads(second.cursor)["resume_from"] == tenants[10]
+
+
+def _optimized_with_new_labels(env, count: int, prefix: str, new_labels: set[int]) -> list[str]:
+    """``count`` tenants whose three lanes need an exact count: each emitted one labeled span per
+    module before its last success; those in ``new_labels`` (by index) one more after it."""
+    tenants = [
+        env.add(f"{prefix}{index:02d}", min_samples_for_optimization=1, optimization_interval_seconds=60)
+        for index in range(count)
+    ]
+    for index, tenant in enumerate(tenants):
+        emit_traffic(env.phoenix, tenant, n=1, feedback_rate=1.0, seed=90 + index, progress=False)
+        for module in ("modality", "cross_modal", "routing"):
+            env.instance.report_runless_asset_event(
+                dg.AssetMaterialization(asset_key=dg.AssetKey([module, COMPLETION_STAGE]), partition=tenant)
+            )
+    for index in sorted(new_labels):
+        emit_traffic(env.phoenix, tenants[index], n=1, feedback_rate=1.0, seed=190 + index, progress=False)
+    return tenants
+
+
+@pytest.mark.parametrize("phoenix_backend", ["postgres"], indirect=True)
+def test_the_count_database_decides_every_due_lane_in_one_tick(tenant_env, phoenix_postgres_database, monkeypatch):
+    # As in the budget test above, 14 tenants need exact counts and the budget is spent before the
+    # first one; GraphQL would count 12 and defer 2. Phoenix's database counts all of them at once.
+    fresh = {0, 12, 13}  # tenants with a new labeled span per module since their last success
+    tenants = _optimized_with_new_labels(tenant_env, 14, "dbcount", fresh)
+
+    def no_graphql_count(*args, **kwargs):
+        raise AssertionError("an exact count went through GraphQL")
+
+    monkeypatch.setattr(PhoenixResource, "_count_chunk", no_graphql_count)
+    monkeypatch.setattr(sensors, "COUNT_BUDGET_S", 0.0)
+    later = datetime.now(timezone.utc) + timedelta(seconds=61)
+    monkeypatch.setattr(sensors, "datetime", _Clock(later))
+    # Built, not model_copy'd: Dagster rebuilds a resource from its constructor's fields.
+    phoenix = PhoenixResource(endpoint=tenant_env.phoenix.endpoint, count_database_url=phoenix_postgres_database)
+
+    configs = [tenant_env.config_store.store().get(tenant) for tenant in tenants]
+    checks, unreachable = sensors.evaluate_tenants(tenant_env.instance, phoenix, configs, later, count_budget_s=0.0)
+    assert unreachable == [] and len(checks) == 3 * len(tenants)
+    for check in checks:
+        expected = 1 if tenants.index(check.tenant_id) in fresh else 0
+        assert check.verdict != DEFERRED and check.new_labeled == expected, (check.name, check.verdict)
+        assert check.requested == bool(expected)
+
+    result = _tick(tenant_env, phoenix)
+    assert json.loads(result.cursor)["resume_from"] is None
+    requested = {(request.tags["tenant"], request.tags["module"]) for request in result.run_requests}
+    assert requested == {
+        (tenants[index], module) for index in fresh for module in ("modality", "cross_modal", "routing")
+    }
+
+
+def test_a_failing_count_database_falls_back_to_graphql_and_logs_no_password(tenant_env, monkeypatch, caplog):
+    (tenant,) = _optimized_with_new_labels(tenant_env, 1, "dbdown", {0})
+    password = "s3cret-pw"
+    phoenix = PhoenixResource(
+        endpoint=tenant_env.phoenix.endpoint,
+        count_database_url=f"postgresql://reader:{password}@127.0.0.1:{free_port()}/phoenix",
+    )
+    later = datetime.now(timezone.utc) + timedelta(seconds=61)
+    log = logging.getLogger("test-sensor-count")
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        checks, unreachable = sensors.evaluate_tenants(
+            tenant_env.instance, phoenix, [tenant_env.config_store.store().get(tenant)], later, 3.0, None, log
+        )
+    assert unreachable == []
+    assert [(check.module, check.new_labeled, check.requested) for check in checks] == [
+        ("modality", 1, True),
+        ("cross_modal", 1, True),
+        ("routing", 1, True),
+    ]
+    (record,) = caplog.records
+    assert record.getMessage().startswith("exact counts go through Phoenix GraphQL this tick: OperationalError: ")
+    assert "postgresql://***@127.0.0.1:" in record.getMessage() and password not in record.getMessage()
+
+    monkeypatch.setattr(sensors, "datetime", _Clock(later))
+    result = _tick(tenant_env, phoenix)  # the sensor itself: its runs requested, nothing raised
+    assert len(result.run_requests) == 3 and password not in result.cursor
 
 
 def _fail(env, tenant, module="modality", stage="trained_module", attempt=None, plan_first=True):

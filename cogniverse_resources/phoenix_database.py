@@ -1,0 +1,293 @@
+"""Exact sensor counts read straight from Phoenix's own Postgres database: every lane at once.
+
+Phoenix's GraphQL ``recordCount`` runs one SQL query per lane when each lane has its own start
+time, about 90 tenants per 3 s on 2 cores (docs/benchmarks.md). The same counts are one grouped
+statement on Phoenix's tables (``projects`` → ``traces`` → ``spans``, ``span_annotations``), with
+the lanes passed as parallel arrays (``unnest``), so the statement's size grows with the lanes'
+values only and thousands of lanes cost one round trip.
+
+Postgres only: a Phoenix on SQLite is a single local process that GraphQL counts fast enough.
+The counter reads in a read-only transaction and needs only ``SELECT`` on those four tables.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterator, Mapping, Sequence
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import psycopg2  # ships with dagster-postgres
+
+from cogniverse_resources import trace_contract as tc
+from cogniverse_resources.phoenix import LaneCountRequest, PhoenixUnavailable
+from cogniverse_resources.redaction import REDACTED, redact_url, redact_urls
+
+# URL schemes of a Phoenix Postgres database (Phoenix itself takes the asyncpg form), all read
+# here through psycopg2.
+POSTGRES_SCHEMES = ("postgresql", "postgres", "postgresql+asyncpg", "postgresql+psycopg2", "postgresql+psycopg")
+LANES_PER_STATEMENT = 5000  # a statement's lanes: its arrays stay well under a megabyte
+CONNECT_TIMEOUT_S = 5
+STATEMENT_TIMEOUT_S = 20  # one statement; the sensor's own timeout is 60 s
+APPLICATION_NAME = "cogniverse-sensor-count"  # how these reads show in pg_stat_activity
+
+
+class PhoenixDatabaseUnavailable(PhoenixUnavailable):
+    """Phoenix's database could not be read (unreachable, refused, unsupported URL, unexpected
+    schema). The message never holds the URL's password."""
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One tenant × module count: the spans of ``project`` since ``since`` (``None``: all)."""
+
+    tenant_id: str
+    module: str
+    project: str
+    since: datetime | None
+    min_confidence: float
+
+
+def _path(attribute: str) -> list[str]:
+    """Where Phoenix keeps a dotted span attribute: it stores ``routing.module`` nested, as
+    ``{"routing": {"module": ...}}``, so the JSON path is the attribute split at its dots."""
+    return attribute.split(".")
+
+
+# The lane rules, passed as parameters; nothing of the contract is spelled out in the SQL.
+# A span of a lane counts when it is the lane's module's routing span, keeps the part of the
+# contract ingestion quarantines on (below), and is labeled the way examples.choose_label labels.
+# Each lane is counted in a LATERAL subquery that walks from its project to the project's traces
+# (index on project_rowid) and from each trace to its spans (index on trace_rowid); OFFSET 0 keeps
+# the planner from flattening those steps. Joined as plain tables, the planner (without
+# statistics on a freshly written Phoenix, and misjudging the JSON filters) paired every span with
+# every lane of its module, or scanned all spans once per lane: 3,000 lanes over 60,000 spans ran
+# past 20 s; this way 5,000 lanes take under a second (docs/benchmarks.md).
+_COUNT_SQL = """
+WITH lane AS (
+    SELECT * FROM unnest(
+        %(lane_ids)s::int[], %(projects)s::text[], %(modules)s::text[], %(since)s::timestamptz[],
+        %(min_confidence)s::float8[]
+    ) AS lane(lane_id, project_name, module, since, min_confidence)
+),
+decision AS (
+    SELECT * FROM unnest(%(decision_modules)s::text[], %(decision_attributes)s::text[])
+        AS decision(module, attribute)
+),
+canonical AS (
+    SELECT * FROM unnest(%(label_modules)s::text[], %(labels)s::text[]) AS canonical(module, label)
+)
+SELECT lane.lane_id, counted.labeled
+FROM lane
+JOIN decision ON decision.module = lane.module
+JOIN projects AS project ON project.name = lane.project_name
+CROSS JOIN LATERAL (
+    SELECT count(*) AS labeled
+    FROM (
+        SELECT
+            span.id AS span_rowid,
+            span.attributes #> string_to_array(decision.attribute, '.') AS answer,
+            span.attributes #> %(query_path)s::text[] AS query,
+            span.attributes #> %(confidence_path)s::text[] AS confidence,
+            span.attributes #> %(success_path)s::text[] AS success
+        FROM (SELECT trace.id FROM traces AS trace WHERE trace.project_rowid = project.id OFFSET 0) AS trace
+        CROSS JOIN LATERAL (
+            SELECT span.id, span.attributes
+            FROM spans AS span
+            WHERE span.trace_rowid = trace.id
+              AND span.name = %(span_name)s
+              AND span.attributes #>> %(module_path)s::text[] = lane.module
+              AND (lane.since IS NULL OR span.start_time >= lane.since)
+            OFFSET 0
+        ) AS span
+    ) AS routing_span
+    WHERE
+        -- Contract: a query that is a non-blank string of at most MAX_QUERY_CHARS characters, a
+        -- router answer that is canonical or absent, a confidence that is a number in [0, 1] or absent.
+        coalesce(jsonb_typeof(routing_span.query) = 'string', false)
+        AND btrim(routing_span.query #>> '{}') <> ''
+        AND length(routing_span.query #>> '{}') <= %(max_query_chars)s
+        AND (
+            routing_span.answer IS NULL OR jsonb_typeof(routing_span.answer) = 'null'
+            OR (jsonb_typeof(routing_span.answer) = 'string' AND EXISTS (
+                SELECT 1 FROM canonical
+                WHERE canonical.module = lane.module AND canonical.label = routing_span.answer #>> '{}'))
+        )
+        AND (
+            routing_span.confidence IS NULL OR jsonb_typeof(routing_span.confidence) = 'null'
+            OR (jsonb_typeof(routing_span.confidence) = 'number'
+                AND (CASE WHEN jsonb_typeof(routing_span.confidence) = 'number'
+                          THEN (routing_span.confidence #>> '{}')::float8 END) BETWEEN 0 AND 1)
+        )
+        -- Any feedback label outside the module's labels quarantines the span (whoever wrote it).
+        AND NOT EXISTS (
+            SELECT 1 FROM span_annotations AS annotation
+            WHERE annotation.span_rowid = routing_span.span_rowid
+              AND annotation.name = %(feedback_name)s
+              AND annotation.label IS NOT NULL
+              AND NOT EXISTS (
+                  SELECT 1 FROM canonical
+                  WHERE canonical.module = lane.module AND canonical.label = annotation.label)
+        )
+        AND (
+            -- Labeled by a person or an LLM judge ...
+            EXISTS (
+                SELECT 1 FROM span_annotations AS annotation
+                JOIN canonical ON canonical.module = lane.module AND canonical.label = annotation.label
+                WHERE annotation.span_rowid = routing_span.span_rowid
+                  AND annotation.name = %(feedback_name)s
+                  AND annotation.annotator_kind = ANY(%(annotator_kinds)s::text[])
+            )
+            -- ... or by the router's own answer, when the agent succeeded and it was confident enough.
+            OR coalesce(
+                jsonb_typeof(routing_span.answer) = 'string'
+                AND routing_span.success = 'true'::jsonb
+                AND (CASE WHEN jsonb_typeof(routing_span.confidence) = 'number'
+                          THEN (routing_span.confidence #>> '{}')::float8 END) >= lane.min_confidence,
+                false
+            )
+        )
+) AS counted
+WHERE counted.labeled > 0
+"""
+
+
+class PhoenixDatabaseCounter:
+    """Exact labeled-span counts for many lanes, read from a Phoenix's Postgres database.
+
+    Counts what ``routing_traces`` ingestion (``cogniverse_assets.examples``) would keep as
+    labeled, which the GraphQL count (``PhoenixResource._labeled_count``) can only approach. A span
+    of the lane's module (``routing.module``, span name ``cogniverse.routing``) with
+    ``start_time >= since`` counts when
+
+    - it has a ``routing_feedback`` annotation of kind HUMAN or LLM whose label is canonical for
+      the module, or its router answer is canonical, ``agent.success`` is true and its confidence
+      is at least the lane's ``min_confidence``; and
+    - ingestion would not quarantine it: no ``routing_feedback`` label outside the module's labels
+      (of any annotator kind), a router answer that is canonical or absent, a non-blank query of
+      at most ``MAX_QUERY_CHARS`` characters, a confidence in [0, 1] or absent.
+
+    Stricter than the GraphQL count, so lower where they differ: a CODE annotator's label, a
+    contradictory annotation, a non-canonical answer or a bad query count there and not here. Not
+    checked (spans ingestion quarantines for them still count): list attributes, processing
+    time, satisfaction and ``agent.success`` of another type than boolean. Blank means spaces,
+    tabs and line breaks; Python's ``str.strip`` also strips other Unicode white space.
+    """
+
+    def __init__(self, database_url: str, project_prefix: str = tc.DEFAULT_PROJECT_PREFIX):
+        self._url = database_url
+        self.project_prefix = project_prefix
+        self.statements = 0  # statements run so far (benchmarks report it)
+
+    @property
+    def redacted_url(self) -> str:
+        """The database URL for messages and logs: its password masked."""
+        return redact_url(self._url) or ""
+
+    def count(
+        self, requests: Mapping[str, LaneCountRequest], deadline: float | None = None
+    ) -> dict[str, dict[str, int]]:
+        """Per tenant and module, the labeled routing spans each ``LaneCountRequest`` asks for,
+        ``LANES_PER_STATEMENT`` lanes (whole tenants) a statement. With a ``deadline``
+        (``time.monotonic()``), no statement starts after it once one has run: tenants missing from
+        the result were not counted. Raises ``PhoenixDatabaseUnavailable``."""
+        counts: dict[str, dict[str, int]] = {}
+        try:
+            connection = psycopg2.connect(
+                self._dsn(), connect_timeout=CONNECT_TIMEOUT_S, application_name=APPLICATION_NAME
+            )
+        except psycopg2.Error as error:
+            connection, failure = None, self._message("could not connect to", error)
+        if connection is None:  # outside the except block: no traceback chain holding the driver's message
+            raise PhoenixDatabaseUnavailable(failure)
+        try:
+            connection.set_session(readonly=True)
+            for index, lanes in enumerate(self._statements(requests)):
+                if deadline is not None and index and time.monotonic() > deadline:
+                    break
+                counted = self._count_lanes(connection, lanes)
+                for lane in lanes:
+                    counts.setdefault(lane.tenant_id, {})[lane.module] = counted.get(lane, 0)
+        except psycopg2.Error as error:
+            failure = self._message("failed to count in", error)
+        else:
+            failure = None
+        finally:
+            connection.close()
+        if failure:
+            raise PhoenixDatabaseUnavailable(failure)
+        return counts
+
+    def _statements(self, requests: Mapping[str, LaneCountRequest]) -> Iterator[list[Lane]]:
+        """The lanes of ``requests`` in statements of about ``LANES_PER_STATEMENT``, a tenant's
+        lanes always in one statement (so a tenant is counted entirely or not at all)."""
+        batch: list[Lane] = []
+        for tenant_id, request in requests.items():
+            if batch and len(batch) + len(request.since) > LANES_PER_STATEMENT:
+                yield batch
+                batch = []
+            project = tc.project_name(tenant_id, self.project_prefix)
+            batch += [
+                Lane(tenant_id, module, project, since, float(request.min_confidence))
+                for module, since in request.since.items()
+            ]
+        if batch:
+            yield batch
+
+    def _count_lanes(self, connection: psycopg2.extensions.connection, lanes: Sequence[Lane]) -> dict[Lane, int]:
+        labels = [(module, label) for module in tc.MODULE_NAMES for label in tc.MODULE_LABELS[module]]
+        parameters = {
+            "lane_ids": list(range(len(lanes))),
+            "projects": [lane.project for lane in lanes],
+            "modules": [lane.module for lane in lanes],
+            "since": [lane.since for lane in lanes],
+            "min_confidence": [lane.min_confidence for lane in lanes],
+            "decision_modules": list(tc.MODULE_DECISION_ATTRIBUTE),
+            "decision_attributes": list(tc.MODULE_DECISION_ATTRIBUTE.values()),
+            "label_modules": [module for module, _ in labels],
+            "labels": [label for _, label in labels],
+            "span_name": tc.SPAN_NAME,
+            "module_path": _path(tc.MODULE),
+            "query_path": _path(tc.QUERY),
+            "confidence_path": _path(tc.CONFIDENCE),
+            "success_path": _path(tc.AGENT_SUCCESS),
+            "max_query_chars": tc.MAX_QUERY_CHARS,
+            "feedback_name": tc.FEEDBACK_ANNOTATION,
+            "annotator_kinds": list(tc.ANNOTATOR_KINDS),
+        }
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET LOCAL statement_timeout = {int(STATEMENT_TIMEOUT_S * 1000)}")
+            # The per-lane subqueries look expensive to the planner, which would spend about 0.5 s
+            # compiling them with JIT for a statement that runs in a fraction of that.
+            cursor.execute("SET LOCAL jit = off")
+            cursor.execute(_COUNT_SQL, parameters)
+            rows = cursor.fetchall()
+        connection.rollback()  # read only: end the transaction, keep nothing open between statements
+        self.statements += 1
+        return {lanes[lane_id]: int(count) for lane_id, count in rows}
+
+    def _dsn(self) -> str:
+        """The URL in the form psycopg2 takes (Phoenix's ``postgresql+asyncpg://`` included)."""
+        try:
+            parts = urlsplit(self._url)
+            usable = parts.scheme.lower() in POSTGRES_SCHEMES and bool(parts.hostname)
+        except ValueError:
+            parts, usable = None, False
+        if not usable:
+            raise PhoenixDatabaseUnavailable(
+                f"Phoenix count database {self.redacted_url} is not a Postgres URL with a host "
+                f"({', '.join(s + '://' for s in POSTGRES_SCHEMES)}); only Phoenix on Postgres can be counted this way"
+            )
+        return urlunsplit(parts._replace(scheme="postgresql"))
+
+    def _message(self, what: str, error: Exception) -> str:
+        """``error`` in one line that names the database without its password."""
+        text = redact_urls(str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+        try:
+            password = urlsplit(self._url).password
+        except ValueError:
+            password = None
+        if password:
+            text = text.replace(password, REDACTED).replace(unquote(password), REDACTED)
+        return f"{type(error).__name__}: {what} Phoenix's database {self.redacted_url}: {text}"
