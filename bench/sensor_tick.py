@@ -6,10 +6,14 @@ all three modules, marks a third of the lanes as optimized in a temp Dagster ins
   - a no-op tick (every lane optimized within its interval: no Phoenix request at all),
   - a no-op tick where intervals have passed but nothing new arrived (counts only, no runs), and
     the ticks after it that finish the exact counts its count budget deferred.
-Prints wall time and the number of Phoenix requests of each; the sensor makes no LM call by
-construction (it has no LM resource).
+Prints wall time, the number of Phoenix GraphQL requests and of statements on Phoenix's database
+(``--count-database``) of each; the sensor makes no LM call by construction (it has no LM resource).
 
     .venv/bin/python bench/sensor_tick.py [--tenants 1000] [--backend sqlite|postgres] [--count-concurrency 1]
+        [--count-database]
+
+``--count-database`` (with ``--backend postgres``): exact counts read from Phoenix's Postgres
+database (``COGNIVERSE_PHOENIX_COUNT_DATABASE_URL``).
 """
 
 from __future__ import annotations
@@ -27,48 +31,58 @@ from private_phoenix import private_phoenix
 
 from cogniverse_assets.modules.registry import ROUTING_MODULES
 from cogniverse_assets.partitions import tenants_partitions
-from cogniverse_assets.sensors import COMPLETION_STAGE, trace_threshold_sensor
+from cogniverse_assets.sensors import COMPLETION_STAGE, UNREACHABLE, trace_threshold_sensor
 from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_resources.phoenix import PhoenixResource
+from cogniverse_resources.phoenix_database import PhoenixDatabaseCounter
 from cogniverse_resources.tracer import RoutingDecision, RoutingTracer
 
 LABELS = {"modality": "video", "cross_modal": "none", "routing": "video_search_agent"}
 
 
 class RequestCounter:
-    """Counts the GraphQL requests the sensor makes to Phoenix."""
+    """Counts the GraphQL requests the sensor makes to Phoenix and its statements on Phoenix's database."""
 
     def __init__(self):
         self.requests = 0
+        self.statements = 0
         original = PhoenixResource._graphql
+        original_statement = PhoenixDatabaseCounter._count_lanes
 
         def counted(resource, query, variables):
             self.requests += 1
             return original(resource, query, variables)
 
+        def counted_statement(counter, connection, lanes):
+            self.statements += 1
+            return original_statement(counter, connection, lanes)
+
         PhoenixResource._graphql = counted
+        PhoenixDatabaseCounter._count_lanes = counted_statement
+
+
+def decisions(tenant: str, spans_per_module: int) -> list[RoutingDecision]:
+    """A tenant's spans: each labeled by the router's own confident, successful answer."""
+    return [
+        RoutingDecision(
+            module=module,
+            query=f"query {n} of {tenant}",
+            label=LABELS[module],
+            confidence=0.9,
+            processing_time_ms=12.0,
+            module_version="v0",
+            success=True,
+        )
+        for module in ROUTING_MODULES
+        for n in range(spans_per_module)
+    ]
 
 
 def emit(phoenix: PhoenixResource, tenants: list[str], spans_per_module: int) -> list[str]:
     """Spans for every tenant; returns the last tenant's span ids (ingested last)."""
     for index, tenant in enumerate(tenants):
         tracer = RoutingTracer(phoenix, tenant)
-        span_ids = []
-        for module in ROUTING_MODULES:
-            for n in range(spans_per_module):
-                span_ids.append(
-                    tracer.record(
-                        RoutingDecision(
-                            module=module,
-                            query=f"query {n} of {tenant}",
-                            label=LABELS[module],
-                            confidence=0.9,
-                            processing_time_ms=12.0,
-                            module_version="v0",
-                            success=True,
-                        )
-                    )
-                )
+        span_ids = [tracer.record(decision) for decision in decisions(tenant, spans_per_module)]
         tracer.flush()
         tracer.shutdown()
         if index % 100 == 99:
@@ -76,11 +90,12 @@ def emit(phoenix: PhoenixResource, tenants: list[str], spans_per_module: int) ->
     return span_ids
 
 
-def tick(instance, resources, counter: RequestCounter, cursor: str | None = None) -> tuple[float, int, object]:
-    before = counter.requests
+def tick(instance, resources, counter: RequestCounter, cursor: str | None = None) -> tuple[float, int, int, object]:
+    """One sensor evaluation: (wall s, GraphQL requests, database statements, result)."""
+    requests, statements = counter.requests, counter.statements
     started = time.perf_counter()
     result = trace_threshold_sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor))
-    return time.perf_counter() - started, counter.requests - before, result
+    return time.perf_counter() - started, counter.requests - requests, counter.statements - statements, result
 
 
 MAX_STALLED_TICKS = 3  # the sweep gives up after this many ticks that counted nobody
@@ -90,6 +105,12 @@ def resume_from(result) -> str | None:
     return json.loads(result.cursor).get("resume_from")
 
 
+def unreachable_reason(result) -> str | None:
+    """The skip reason of a tick whose Phoenix did not answer (its lanes were not counted)."""
+    reason = result.skip_reason.skip_message if result.skip_reason else ""
+    return reason if UNREACHABLE in reason else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenants", type=int, default=1000)
@@ -97,10 +118,21 @@ def main() -> int:
     parser.add_argument("--verbose", action="store_true", help="print the first tick's skip reason")
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite", help="Phoenix's storage")
     parser.add_argument("--count-concurrency", type=int, default=1, help="exact-count requests in flight at once")
+    parser.add_argument(
+        "--count-database",
+        action="store_true",
+        help="exact counts from Phoenix's Postgres database (--backend postgres)",
+    )
     args = parser.parse_args()
+    if args.count_database and args.backend != "postgres":
+        parser.error("--count-database needs --backend postgres")
 
-    with private_phoenix("bench-sensor-", backend=args.backend) as (root, phoenix):
-        phoenix = phoenix.model_copy(update={"count_concurrency": args.count_concurrency})
+    with private_phoenix(
+        "bench-sensor-",
+        backend=args.backend,
+        count_database=args.count_database,
+        count_concurrency=args.count_concurrency,
+    ) as (root, phoenix):
         config_store = ConfigStoreResource(url=f"sqlite://{root}/config.sqlite")
         store = config_store.store()
         tenants = [f"t{index:05d}" for index in range(args.tenants)]
@@ -124,8 +156,8 @@ def main() -> int:
                     dg.AssetMaterialization(asset_key=[module, COMPLETION_STAGE], partition=tenant)
                 )
             rows = []
-            seconds, requests, result = tick(instance, resources, counter)
-            rows.append(("tick with runs to request", seconds, requests, len(result.run_requests or [])))
+            seconds, requests, statements, result = tick(instance, resources, counter)
+            rows.append(("tick with runs to request", seconds, requests, statements, len(result.run_requests or [])))
             if args.verbose:
                 print(str(result.skip_reason)[:2000])
             for index, tenant in enumerate(tenants):  # every lane now optimized
@@ -133,43 +165,61 @@ def main() -> int:
                     instance.report_runless_asset_event(
                         dg.AssetMaterialization(asset_key=[module, COMPLETION_STAGE], partition=tenant)
                     )
-            seconds, requests, result = tick(instance, resources, counter)
-            rows.append(("no-op tick (within intervals)", seconds, requests, len(result.run_requests or [])))
+            seconds, requests, statements, result = tick(instance, resources, counter)
+            rows.append(
+                ("no-op tick (within intervals)", seconds, requests, statements, len(result.run_requests or []))
+            )
             for tenant in tenants:
                 store.update(tenant, optimization_interval_seconds=60)
             time.sleep(61)
-            seconds, requests, result = tick(instance, resources, counter)
+            seconds, requests, statements, result = tick(instance, resources, counter)
             rows.append(
-                ("no-op tick (intervals passed, nothing new)", seconds, requests, len(result.run_requests or []))
+                (
+                    "no-op tick (intervals passed, nothing new)",
+                    seconds,
+                    requests,
+                    statements,
+                    len(result.run_requests or []),
+                )
             )
             # The exact counts the budget deferred go on in the following ticks (60 s apart in Dagster),
             # in tenant order: every lane has been counted once the rotation wraps around.
-            sweep = [(seconds, requests)]
+            sweep = [(seconds, requests, statements)]
+            unreachable = [unreachable_reason(result)]
             position, stalled = resume_from(result), 0
             while position is not None and stalled < MAX_STALLED_TICKS:
-                seconds, requests, result = tick(instance, resources, counter, result.cursor)
-                sweep.append((seconds, requests))
+                seconds, requests, statements, result = tick(instance, resources, counter, result.cursor)
+                sweep.append((seconds, requests, statements))
+                unreachable.append(unreachable_reason(result))
                 position, previous = resume_from(result), position
                 if position is not None and position < previous:
                     break  # wrapped around: every lane has been counted
                 # The same position again: the tick's budget went before any exact count.
                 stalled = stalled + 1 if position == previous else 0
 
+    counting = "Phoenix's database" if args.count_database else "GraphQL"
     print(
         f"\n{args.tenants} tenants x {len(ROUTING_MODULES)} modules, {os.cpu_count()} cores, "
-        f"Phoenix on {args.backend}, count concurrency {args.count_concurrency}"
+        f"Phoenix on {args.backend}, count concurrency {args.count_concurrency}, exact counts from {counting}"
     )
-    print(f"{'tick':44s} {'wall s':>7s} {'Phoenix requests':>17s} {'run requests':>13s} {'LM calls':>9s}")
-    for name, seconds, requests, runs in rows:
-        print(f"{name:44s} {seconds:7.2f} {requests:17d} {runs:13d} {0:9d}")
+    print(
+        f"{'tick':44s} {'wall s':>7s} {'Phoenix requests':>17s} {'DB statements':>14s} {'run requests':>13s} "
+        f"{'LM calls':>9s}"
+    )
+    for name, seconds, requests, statements, runs in rows:
+        print(f"{name:44s} {seconds:7.2f} {requests:17d} {statements:14d} {runs:13d} {0:9d}")
     covered = (
         "covered every lane" if stalled < MAX_STALLED_TICKS else f"STALLED ({MAX_STALLED_TICKS} ticks without progress)"
     )
     print(
         f"\nthe last no-op's exact counts {covered} in {len(sweep)} ticks: "
-        f"slowest {max(s for s, _ in sweep):.2f} s, "
-        f"total {sum(s for s, _ in sweep):.1f} s and {sum(r for _, r in sweep)} Phoenix requests"
+        f"slowest {max(s for s, _, _ in sweep):.2f} s, "
+        f"total {sum(s for s, _, _ in sweep):.1f} s, {sum(r for _, r, _ in sweep)} Phoenix requests "
+        f"and {sum(d for _, _, d in sweep)} database statements"
     )
+    print("every tick of it, wall s: " + ", ".join(f"{s:.2f}" for s, _, _ in sweep))
+    for reason in filter(None, unreachable):
+        print(f"UNREACHABLE in a tick: {reason[:300]}")
     return 0
 
 
