@@ -9,7 +9,8 @@ interval and McNemar's exact p-value, compile seconds and LM calls, LM-path late
 for the cascade (fast path, else the module): accuracy, fast-path coverage and fast-path latency.
 
     .venv/bin/python bench/optimizers.py [--module modality] [--train 130] [--seeds 0 1 2]
-        [--optimizers knn labeled] [--holdout ../shared/holdout/external_routing_queries.jsonl] [--out FILE]
+        [--optimizers knn labeled knn:8 labeled:3 mipro]
+        [--holdout ../shared/holdout/external_routing_queries.jsonl] [--out FILE]
 
 The unoptimized module does not depend on the seed; it is scored once and compared with every seed.
 """
@@ -34,8 +35,9 @@ import pandas as pd
 from cogniverse_assets.blending import stratified_pick
 from cogniverse_assets.demo_data import load_queries
 from cogniverse_assets.fast_path import DEFAULT_LM_ACCURACY, FastPath, cascade_answers, train_fast_path
+from cogniverse_assets.modules.demos import class_medoid_demos
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec, get_module
-from cogniverse_assets.optimizers import OPTIMIZERS, LMUsage, compile_module
+from cogniverse_assets.optimizers import DEMO_OPTIMIZERS, OPTIMIZERS, LMUsage, compile_module
 from cogniverse_assets.scoring import paired_comparison
 from cogniverse_resources import stack
 from cogniverse_resources.lm import LanguageModelResource
@@ -122,9 +124,10 @@ def cascade_figures(fast_path: FastPath | None, data: EvalSet, answers: Answers,
 
 
 def optimizer_variant(name: str) -> str:
-    optimizer, _, k = name.partition(":")
-    if optimizer not in OPTIMIZERS or (k and (optimizer != "knn" or not k.isdigit() or int(k) < 1)):
-        raise argparse.ArgumentTypeError(f"{name!r}: use one of {', '.join(OPTIMIZERS)}, or knn:K")
+    optimizer, _, size = name.partition(":")
+    sized = not size or (optimizer in DEMO_OPTIMIZERS and size.isdigit() and int(size) >= 1)
+    if optimizer not in OPTIMIZERS or not sized:
+        raise argparse.ArgumentTypeError(f"{name!r}: use one of {', '.join(OPTIMIZERS)}, knn:K or labeled:N")
     return name
 
 
@@ -161,7 +164,7 @@ def main() -> int:
         nargs="+",
         default=["knn", "labeled"],
         type=optimizer_variant,
-        help=f"any of {', '.join(OPTIMIZERS)}; knn:K retrieves K demos instead of the default",
+        help=f"any of {', '.join(OPTIMIZERS)}; knn:K retrieves K demos, labeled:N keeps N demos per label",
     )
     parser.add_argument("--holdout", type=Path, default=DEFAULT_HOLDOUT, help="external holdout (modality only)")
     parser.add_argument(
@@ -210,7 +213,7 @@ def main() -> int:
             fast = train_fast_path(spec, train, DEFAULT_LM_ACCURACY, seed=seed)
             print(f"seed {seed}: {fast.reason}", flush=True)
             for name in args.optimizers:
-                optimizer, _, k = name.partition(":")
+                optimizer, _, size = name.partition(":")
                 selection = (
                     stratified_pick(train, max(5, len(train) // 5), seed=seed) if optimizer in SELECTING else None
                 )
@@ -230,8 +233,10 @@ def main() -> int:
                 except Exception as error:  # a failing optimizer is a finding, not a crash of the bench
                     print(f"seed {seed} {name}: FAILED {type(error).__name__}: {error}", flush=True)
                     continue
-                if k:
-                    result.program.k = int(k)
+                if size and optimizer == "knn":
+                    result.program.k = int(size)
+                elif size:
+                    result.program.demos = class_medoid_demos(spec, fit, per_label=int(size))
                 for data in sets:
                     answers = answer_all(spec, result.program, lm, adapter, data)
                     correct = answers.correct(data.accept)
