@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Mapping
+from typing import Iterable
 
 import dagster as dg
 from dagster import DagsterEventType
@@ -29,10 +29,14 @@ DEFERRED = "exact count deferred to a later tick"  # the verdict of a lane the t
 # Phoenix counting stops starting new requests after this long, so a tick stays well inside
 # Dagster's 60 s sensor timeout; the remaining lanes are counted on the following ticks.
 COUNT_BUDGET_S = 3.0
-# Counts read from Phoenix's database (``PhoenixResource.count_database_url``) are cheap enough to
-# count every lane in one tick, so they ignore COUNT_BUDGET_S; they stop starting statements after
-# this long instead, still inside the 60 s sensor timeout.
-DATABASE_COUNT_BUDGET_S = 20.0
+# With ``PhoenixResource.count_database_url`` set, the shared Phoenix's due lanes are all counted
+# exactly in its database (``count_in_database``), with no GraphQL bound first; no statement starts
+# after this long. Worst tick, well inside Dagster's 60 s sensor timeout: this budget plus one
+# statement's timeout (phoenix_database.STATEMENT_TIMEOUT_S, 6 s; or its 5 s connect timeout), then,
+# if the database failed, today's GraphQL path (about 16 s of upper bounds at 10,000 tenants plus
+# COUNT_BUDGET_S), plus about 7 s of storage and config reads: 8 + 6 + 16 + 3 + 7 = 40 s. Measured,
+# 30,000 lanes take about 1.5 s in the database (docs/benchmarks.md).
+DATABASE_COUNT_BUDGET_S = 8.0
 MAX_SKIP_REASONS = 60  # a tick's skip message lists this many tenant × module verdicts at most
 RUN = "run"  # the verdict of a lane with enough new labeled traces
 # A lane whose run failed is run again on its next interval without new labels, until this many
@@ -40,6 +44,10 @@ RUN = "run"  # the verdict of a lane with enough new labeled traces
 # labeled traces (counted from the last failure), which start a new round of attempts.
 MAX_LANE_RETRIES = 3
 ATTEMPT_TAG = "attempt"  # run tag: which attempt of its round a lane run is (1 = started by new labels)
+# Storage queries name the tenants' partitions up to this many; above, they read every partition of
+# the asset and the sensor keeps its tenants': SQLAlchemy compiles one bound parameter per name,
+# about 0.17 s a query at 10,000 tenants, 27 queries a tick (4.5 s of a 6.9 s no-op tick).
+PARTITION_FILTER_MAX = 500
 
 
 @dg.sensor(
@@ -174,6 +182,17 @@ class UpperBounds:
     unreachable: dict[str, str]  # tenant → error
 
 
+def latest_storage_ids(
+    instance: dg.DagsterInstance, key: dg.AssetKey, event_type: DagsterEventType, tenant_ids: list[str]
+) -> dict[str, int]:
+    """``get_latest_storage_id_by_partition`` of ``key`` for ``tenant_ids`` (``{tenant: storage id}``):
+    one query, naming the partitions only up to ``PARTITION_FILTER_MAX`` tenants."""
+    wanted = set(tenant_ids)
+    named = wanted if len(wanted) <= PARTITION_FILTER_MAX else None
+    latest = instance.get_latest_storage_id_by_partition(key, event_type, partitions=named)
+    return {tenant_id: storage_id for tenant_id, storage_id in latest.items() if tenant_id in wanted}
+
+
 def last_successful_optimizations(
     instance: dg.DagsterInstance, tenant_ids: list[str]
 ) -> dict[tuple[str, str], tuple[datetime, int]]:
@@ -183,9 +202,7 @@ def last_successful_optimizations(
     found: dict[tuple[str, str], tuple[datetime, int]] = {}
     for module in ROUTING_MODULES:
         key = dg.AssetKey([module, COMPLETION_STAGE])
-        latest = instance.get_latest_storage_id_by_partition(
-            key, DagsterEventType.ASSET_MATERIALIZATION, partitions=set(tenant_ids)
-        )
+        latest = latest_storage_ids(instance, key, DagsterEventType.ASSET_MATERIALIZATION, tenant_ids)
         if not latest:
             continue
         records = instance.fetch_materializations(
@@ -216,9 +233,7 @@ def last_lane_failures(
     latest: dict[tuple[str, str], tuple[int, dg.AssetKey]] = {}
     for module in ROUTING_MODULES:
         for key in lane_keys(module):
-            by_tenant = instance.get_latest_storage_id_by_partition(
-                key, DagsterEventType.ASSET_OBSERVATION, partitions=set(tenant_ids)
-            )
+            by_tenant = latest_storage_ids(instance, key, DagsterEventType.ASSET_OBSERVATION, tenant_ids)
             for tenant_id, storage_id in by_tenant.items():
                 lane = (tenant_id, module)
                 success_id = last[lane][1] if lane in last else -1
@@ -347,36 +362,47 @@ def count_upper_bounds(phoenix: PhoenixResource, due: list[DueTenant]) -> UpperB
     return UpperBounds(tuple(undecided), unreachable)
 
 
-def exact_counts(
+def count_in_database(
     phoenix: PhoenixResource,
-    requests: Mapping[str, LaneCountRequest],
-    deadline: float | None,
+    due: list[DueTenant],
+    resume_from: str | None,
     log: logging.Logger | dg.DagsterLogManager,
-) -> tuple[dict[str, dict[str, int]], dict[str, str]]:
-    """``count_labeled_routing_spans_many`` for ``requests``, read from Phoenix's database when
-    ``phoenix.count_database_url`` is set: every lane at once, whatever the ``deadline``. Tenants
-    the database did not reach within ``DATABASE_COUNT_BUDGET_S``, or all of them when it fails
-    (logged), are counted through GraphQL until the ``deadline``."""
-    counts: dict[str, dict[str, int]] = {}
-    if phoenix.count_database_url:
-        counter = PhoenixDatabaseCounter(phoenix.count_database_url, phoenix.project_prefix)
-        try:
-            counts = counter.count(requests, time.monotonic() + DATABASE_COUNT_BUDGET_S)
-        except PhoenixDatabaseUnavailable as error:  # its message holds no password
-            log.warning(f"exact counts go through Phoenix GraphQL this tick: {error}")
-        requests = {tenant_id: request for tenant_id, request in requests.items() if tenant_id not in counts}
-        if not requests:
-            return counts, {}
-    more, errors = phoenix.count_labeled_routing_spans_many(requests, deadline)
-    return {**counts, **more}, errors
+) -> list[DueTenant]:
+    """Exact counts of every due lane of the shared Phoenix's tenants, read from its database when
+    ``phoenix.count_database_url`` is set, instead of stage 1's GraphQL bound and stage 2: tenants in
+    ``rotation`` order from ``resume_from``, until ``DATABASE_COUNT_BUDGET_S``; the lanes it did not
+    reach get the verdict ``DEFERRED``. Returns the tenants left for the two GraphQL stages: those
+    with their own ``phoenix_endpoint``, and every tenant when the database fails (logged; the
+    message holds no password)."""
+    shared = {tenant.tenant_id: tenant for tenant in due if not tenant.config.phoenix_endpoint}
+    if not phoenix.count_database_url or not shared:
+        return due
+    order = rotation(shared, resume_from)
+    requests = {
+        tenant_id: LaneCountRequest(
+            {lane.module: shared[tenant_id].since(lane) for lane in shared[tenant_id].lanes},
+            shared[tenant_id].config.min_trace_confidence,
+        )
+        for tenant_id in order
+    }
+    counter = PhoenixDatabaseCounter(phoenix.count_database_url, phoenix.project_prefix)
+    try:
+        counts = counter.count(requests, time.monotonic() + DATABASE_COUNT_BUDGET_S)
+    except PhoenixDatabaseUnavailable as error:
+        log.warning(f"exact counts go through Phoenix GraphQL this tick: {error}")
+        return due
+    for tenant_id in order:
+        tenant = shared[tenant_id]
+        for lane in tenant.lanes:
+            if tenant_id in counts:
+                lane.counted(counts[tenant_id][lane.module], tenant.needed)
+            else:
+                lane.verdict = DEFERRED
+    return [tenant for tenant in due if tenant.tenant_id not in shared]
 
 
 def count_exactly(
-    phoenix: PhoenixResource,
-    undecided: Iterable[UndecidedTenant],
-    deadline: float | None,
-    resume_from: str | None,
-    log: logging.Logger | dg.DagsterLogManager | None = None,
+    phoenix: PhoenixResource, undecided: Iterable[UndecidedTenant], deadline: float | None, resume_from: str | None
 ) -> dict[str, str]:
     """Stage 2, exact counts on a budget: each remaining lane counted since its own last success,
     tenants in ``rotation`` order from ``resume_from``, until the ``deadline`` (``time.monotonic()``).
@@ -384,11 +410,8 @@ def count_exactly(
 
     These counts are expensive for Phoenix's GraphQL (each has its own start), so a tick stops
     starting them at the deadline; the lanes not reached get the verdict ``DEFERRED`` and the
-    sensor's cursor makes the next tick start with them. With ``count_database_url`` set, the
-    shared Phoenix's lanes are all counted in its database instead (``exact_counts``); tenants with
-    their own ``phoenix_endpoint`` keep GraphQL.
+    sensor's cursor makes the next tick start with them.
     """
-    log = log or dg.get_dagster_logger()
     by_endpoint: dict[tuple[str, str], dict[str, UndecidedTenant]] = {}
     for item in undecided:
         by_endpoint.setdefault(item.tenant.endpoint, {})[item.tenant.tenant_id] = item
@@ -401,7 +424,7 @@ def count_exactly(
         except PhoenixUnavailable as error:  # a refused endpoint (not allowed, no key) fails only its tenants
             unreachable.update(dict.fromkeys(order, str(error)))
             continue
-        counts, errors = exact_counts(tenant_phoenix, requests, deadline, log)
+        counts, errors = tenant_phoenix.count_labeled_routing_spans_many(requests, deadline)
         unreachable.update(errors)
         for tenant_id in order:
             if tenant_id in errors:
@@ -428,15 +451,18 @@ def evaluate_tenants(
     could not be reached (``"tenant: error"``). Storage and Phoenix are asked in batches, not once
     per tenant: ``due_lanes``, then ``count_upper_bounds`` (stage 1) and ``count_exactly``
     (stage 2) with ``count_budget_s`` seconds from now, resuming at tenant ``resume_from``.
-    Every due lane of an unreachable tenant gets the verdict ``UNREACHABLE``. ``log`` (default:
-    Dagster's logger) hears when the database count falls back to GraphQL.
+    With ``count_database_url``, the shared Phoenix's tenants are counted in its database instead
+    (``count_in_database``). Every due lane of an unreachable tenant gets the verdict
+    ``UNREACHABLE``. ``log`` (default: Dagster's logger) hears when the database count falls back
+    to GraphQL.
     """
     deadline = time.monotonic() + count_budget_s if count_budget_s is not None else None
     tenant_ids = [config.tenant_id for config in configs]
     last = last_successful_optimizations(instance, tenant_ids)
     checks, due = due_lanes(configs, last, now, last_lane_failures(instance, tenant_ids, last))
-    bounds = count_upper_bounds(phoenix, due)
-    unreachable = {**bounds.unreachable, **count_exactly(phoenix, bounds.undecided, deadline, resume_from, log)}
+    staged = count_in_database(phoenix, due, resume_from, log or dg.get_dagster_logger())
+    bounds = count_upper_bounds(phoenix, staged)
+    unreachable = {**bounds.unreachable, **count_exactly(phoenix, bounds.undecided, deadline, resume_from)}
     for tenant in due:
         if tenant.tenant_id in unreachable:
             for lane in tenant.lanes:

@@ -309,6 +309,82 @@ def test_the_count_database_decides_every_due_lane_in_one_tick(tenant_env, phoen
     }
 
 
+def _graphql_requests(monkeypatch) -> list[str]:
+    """Records each Phoenix GraphQL request (its query's first line) as bench/sensor_tick.py counts them."""
+    made: list[str] = []
+    original = PhoenixResource._graphql
+
+    def counted(resource, query, variables):
+        made.append(query.strip().splitlines()[0])
+        return original(resource, query, variables)
+
+    monkeypatch.setattr(PhoenixResource, "_graphql", counted)
+    return made
+
+
+@pytest.mark.parametrize("phoenix_backend", ["postgres"], indirect=True)
+def test_the_count_database_replaces_both_graphql_stages_with_the_same_verdicts(
+    tenant_env, phoenix_postgres_database, monkeypatch
+):
+    # Lanes of every kind stage 1 and 2 decide: optimized with and without new labels (exact count
+    # and upper bound below the threshold), never optimized (stage 1's exact count), inside the interval.
+    tenants = _optimized_with_new_labels(tenant_env, 4, "dbsame", {1, 3})
+    never = tenant_env.add("dbsame-never", min_samples_for_optimization=1, optimization_interval_seconds=60)
+    emit_traffic(tenant_env.phoenix, never, n=2, feedback_rate=1.0, seed=150, progress=False)
+    recent = tenant_env.add("dbsame-recent", min_samples_for_optimization=1, optimization_interval_seconds=3600)
+    tenant_env.instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=dg.AssetKey(["routing", COMPLETION_STAGE]), partition=recent)
+    )
+    configs = [tenant_env.config_store.store().get(tenant) for tenant in [*tenants, never, recent]]
+    later = datetime.now(timezone.utc) + timedelta(seconds=61)
+    made = _graphql_requests(monkeypatch)
+
+    graphql_checks, unreachable = sensors.evaluate_tenants(tenant_env.instance, tenant_env.phoenix, configs, later)
+    assert unreachable == [] and made, "the GraphQL path counted without GraphQL"
+    made.clear()
+    phoenix = PhoenixResource(endpoint=tenant_env.phoenix.endpoint, count_database_url=phoenix_postgres_database)
+    database_checks, unreachable = sensors.evaluate_tenants(tenant_env.instance, phoenix, configs, later, 0.0)
+    assert unreachable == [] and made == []  # neither stage 1's bound nor stage 2's exact counts
+
+    def decided(checks):
+        return [(check.name, check.requested, check.attempt, check.verdict.startswith("interval")) for check in checks]
+
+    assert decided(database_checks) == decided(graphql_checks)
+    assert sum(check.requested for check in database_checks) == 2 * 3 + 3  # dbsame01, dbsame03 and the new tenant
+    for graphql, database in zip(graphql_checks, database_checks):
+        if graphql.new_labeled is not None:  # stage 1's bounds below the threshold are not counts
+            assert database.new_labeled == graphql.new_labeled, graphql.name
+        assert database.verdict != DEFERRED
+
+
+@pytest.mark.parametrize("phoenix_backend", ["postgres"], indirect=True)
+def test_the_count_database_budget_defers_the_rest_in_turn(tenant_env, phoenix_postgres_database, monkeypatch):
+    # One tenant a statement and no budget: the first statement runs, the others wait their turn.
+    from cogniverse_resources import phoenix_database
+
+    tenants = _optimized_with_new_labels(tenant_env, 3, "dbturn", {0, 1, 2})
+    monkeypatch.setattr(phoenix_database, "LANES_PER_STATEMENT", 3)
+    monkeypatch.setattr(sensors, "DATABASE_COUNT_BUDGET_S", -1.0)
+    later = datetime.now(timezone.utc) + timedelta(seconds=61)
+    monkeypatch.setattr(sensors, "datetime", _Clock(later))
+    made = _graphql_requests(monkeypatch)
+    phoenix = PhoenixResource(endpoint=tenant_env.phoenix.endpoint, count_database_url=phoenix_postgres_database)
+
+    first = _tick(tenant_env, phoenix)
+    assert {request.tags["tenant"] for request in first.run_requests} == {tenants[0]}
+    assert json.loads(first.cursor)["resume_from"] == tenants[1]
+    second = trace_threshold_sensor(
+        dg.build_sensor_context(
+            instance=tenant_env.instance,
+            resources={"config_store": tenant_env.config_store, "phoenix": phoenix},
+            cursor=first.cursor,
+        )
+    )
+    assert {request.tags["tenant"] for request in second.run_requests} == {tenants[1]}
+    assert json.loads(second.cursor)["resume_from"] == tenants[2]
+    assert made == []
+
+
 def test_a_failing_count_database_falls_back_to_graphql_and_logs_no_password(tenant_env, monkeypatch, caplog):
     (tenant,) = _optimized_with_new_labels(tenant_env, 1, "dbdown", {0})
     password = "s3cret-pw"
@@ -317,12 +393,13 @@ def test_a_failing_count_database_falls_back_to_graphql_and_logs_no_password(ten
         count_database_url=f"postgresql://reader:{password}@127.0.0.1:{free_port()}/phoenix",
     )
     later = datetime.now(timezone.utc) + timedelta(seconds=61)
+    made = _graphql_requests(monkeypatch)
     log = logging.getLogger("test-sensor-count")
     with caplog.at_level(logging.WARNING, logger=log.name):
         checks, unreachable = sensors.evaluate_tenants(
             tenant_env.instance, phoenix, [tenant_env.config_store.store().get(tenant)], later, 3.0, None, log
         )
-    assert unreachable == []
+    assert unreachable == [] and len(made) == 2  # stage 1's bound, then stage 2's exact count
     assert [(check.module, check.new_labeled, check.requested) for check in checks] == [
         ("modality", 1, True),
         ("cross_modal", 1, True),
@@ -443,6 +520,10 @@ def test_failure_lookups_cost_the_same_storage_queries_for_any_number_of_tenants
         assert sum(check.attempt == 2 for check in checks) == 2 * count
         return len(calls)
 
+    assert queries(1) == queries(6)
+    # Above PARTITION_FILTER_MAX tenants storage reads every partition (the 7 tenants above too)
+    # and the sensor keeps its own: the same answers, the same number of queries.
+    monkeypatch.setattr(sensors, "PARTITION_FILTER_MAX", 0)
     assert queries(1) == queries(6)
 
 
