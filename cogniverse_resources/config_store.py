@@ -25,6 +25,8 @@ from cogniverse_resources import settings
 from cogniverse_resources.paths import data_dir
 from cogniverse_resources.tenant import RoutingConfig, validate_tenant_id
 
+REDIS_MGET_CHUNK = 1000  # tenant configs per Redis MGET when listing every tenant
+
 
 @dataclass(frozen=True)
 class DeploymentRecord:
@@ -204,6 +206,16 @@ class RedisConfigStore(TenantConfigStore):
 
     def tenant_ids(self) -> list[str]:
         return sorted(self.client.smembers(f"{self.namespace}:tenants"))
+
+    def _read_all(self) -> list[tuple[str, str]]:
+        # MGET in chunks: one round trip per chunk instead of one per tenant on every sensor tick.
+        tenant_ids = self.tenant_ids()
+        pairs = []
+        for start in range(0, len(tenant_ids), REDIS_MGET_CHUNK):
+            chunk = tenant_ids[start : start + REDIS_MGET_CHUNK]
+            payloads = self.client.mget([self._key(tenant_id) for tenant_id in chunk])
+            pairs += [(tenant_id, payload) for tenant_id, payload in zip(chunk, payloads) if payload is not None]
+        return pairs
 
     def _append_deployment(self, record: DeploymentRecord) -> None:
         self.client.rpush(

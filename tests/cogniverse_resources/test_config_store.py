@@ -33,6 +33,18 @@ def test_add_get_list_update(store):
     assert store.active_tenant_ids() == ["globex"]
 
 
+def test_listing_reads_every_config_as_get_does_across_read_chunks(store, monkeypatch):
+    from cogniverse_resources import config_store
+
+    monkeypatch.setattr(config_store, "REDIS_MGET_CHUNK", 2)  # 5 tenants: chunks of 2, 2 and 1
+    for index, tenant_id in enumerate(["e", "a", "d", "b", "c"]):
+        store.add(tenant_id, min_samples_for_optimization=10 + index)
+    listed = store.list()
+    assert [config.tenant_id for config in listed] == ["a", "b", "c", "d", "e"]
+    assert listed == [store.get(tenant_id) for tenant_id in ["a", "b", "c", "d", "e"]]
+    assert [config.min_samples_for_optimization for config in listed] == [11, 13, 14, 12, 10]
+
+
 def test_duplicates_unknown_and_invalid_values(store):
     store.add("acme")
     with pytest.raises(ValueError, match="already exists"):
