@@ -10,7 +10,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import dagster as dg
 from dagster import DagsterEventType
@@ -163,6 +163,10 @@ class DueTenant:
         if lane.count_from is None:
             return self.lookback_start
         return max(lane.count_from, self.lookback_start)
+
+    def exact_count_request(self, lanes: Iterable[LaneCheck]) -> LaneCountRequest:
+        """The exact count of ``lanes``, each since its own last success (``since``)."""
+        return LaneCountRequest({lane.module: self.since(lane) for lane in lanes}, self.config.min_trace_confidence)
 
 
 @dataclass(frozen=True)
@@ -347,7 +351,7 @@ def count_upper_bounds(phoenix: PhoenixResource, due: list[DueTenant]) -> UpperB
             unreachable.update(dict.fromkeys((tenant.tenant_id for tenant in tenants), str(error)))
             continue
         for tenant in tenants:
-            lanes, since = [], {}
+            lanes = []
             for lane in tenant.lanes:
                 bound = bounds[tenant.tenant_id][lane.module]
                 if tenant.since(lane) == lookback_start:  # no success within the lookback: the count is exact
@@ -356,9 +360,8 @@ def count_upper_bounds(phoenix: PhoenixResource, due: list[DueTenant]) -> UpperB
                     lane.verdict = lane.waiting(f"at most {bound} new labeled traces < {tenant.needed}")
                 else:
                     lanes.append(lane)
-                    since[lane.module] = tenant.since(lane)
             if lanes:
-                undecided.append(UndecidedTenant(tenant, tuple(lanes), LaneCountRequest(since, min_confidence)))
+                undecided.append(UndecidedTenant(tenant, tuple(lanes), tenant.exact_count_request(lanes)))
     return UpperBounds(tuple(undecided), unreachable)
 
 
@@ -378,26 +381,14 @@ def count_in_database(
     if not phoenix.count_database_url or not shared:
         return due
     order = rotation(shared, resume_from)
-    requests = {
-        tenant_id: LaneCountRequest(
-            {lane.module: shared[tenant_id].since(lane) for lane in shared[tenant_id].lanes},
-            shared[tenant_id].config.min_trace_confidence,
-        )
-        for tenant_id in order
-    }
+    requests = {tenant_id: shared[tenant_id].exact_count_request(shared[tenant_id].lanes) for tenant_id in order}
     counter = PhoenixDatabaseCounter(phoenix.count_database_url, phoenix.project_prefix)
     try:
         counts = counter.count(requests, time.monotonic() + DATABASE_COUNT_BUDGET_S)
     except PhoenixDatabaseUnavailable as error:
         log.warning(f"exact counts go through Phoenix GraphQL this tick: {error}")
         return due
-    for tenant_id in order:
-        tenant = shared[tenant_id]
-        for lane in tenant.lanes:
-            if tenant_id in counts:
-                lane.counted(counts[tenant_id][lane.module], tenant.needed)
-            else:
-                lane.verdict = DEFERRED
+    apply_exact_counts({tenant_id: (tenant.lanes, tenant.needed) for tenant_id, tenant in shared.items()}, counts)
     return [tenant for tenant in due if tenant.tenant_id not in shared]
 
 
@@ -426,16 +417,25 @@ def count_exactly(
             continue
         counts, errors = tenant_phoenix.count_labeled_routing_spans_many(requests, deadline)
         unreachable.update(errors)
-        for tenant_id in order:
-            if tenant_id in errors:
-                continue
-            item = tenants[tenant_id]
-            for lane in item.lanes:
-                if tenant_id in counts:
-                    lane.counted(counts[tenant_id][lane.module], item.tenant.needed)
-                else:
-                    lane.verdict = DEFERRED
+        answered = {tenant_id: (item.lanes, item.tenant.needed) for tenant_id, item in tenants.items()}
+        for tenant_id in errors:
+            answered.pop(tenant_id, None)
+        apply_exact_counts(answered, counts)
     return unreachable
+
+
+def apply_exact_counts(
+    lanes_by_tenant: Mapping[str, tuple[Iterable[LaneCheck], int]], counts: Mapping[str, Mapping[str, int]]
+) -> None:
+    """Give every lane of ``lanes_by_tenant`` (tenant → its lanes and the labeled traces it needs)
+    its verdict: from its exact count where ``counts`` has the tenant, else ``DEFERRED`` (the count
+    budget ran out before it; the sensor's cursor makes the next tick start there)."""
+    for tenant_id, (lanes, needed) in lanes_by_tenant.items():
+        for lane in lanes:
+            if tenant_id in counts:
+                lane.counted(counts[tenant_id][lane.module], needed)
+            else:
+                lane.verdict = DEFERRED
 
 
 def evaluate_tenants(
