@@ -83,11 +83,10 @@ class TenantConfigStore(ABC):
         return history[-1] if history else None
 
     def get(self, tenant_id: str) -> RoutingConfig:
-        validate_tenant_id(tenant_id)
-        payload = self._read(tenant_id)
+        payload = self._read(validate_tenant_id(tenant_id))
         if payload is None:
             raise TenantNotFound(tenant_id)
-        return RoutingConfig.model_validate_json(payload)
+        return self._parse(tenant_id, payload)
 
     def exists(self, tenant_id: str) -> bool:
         return self._read(validate_tenant_id(tenant_id)) is not None
@@ -107,11 +106,14 @@ class TenantConfigStore(ABC):
         return self.put(RoutingConfig.model_validate({**current.model_dump(), **settings}))
 
     def list(self) -> list[RoutingConfig]:
-        configs = []
-        for tenant_id, payload in self._read_all():
-            validate_tenant_id(tenant_id)  # as get() does: a record written around the CLI's checks raises
-            configs.append(RoutingConfig.model_validate_json(payload))
-        return configs
+        return [self._parse(tenant_id, payload) for tenant_id, payload in self._read_all()]
+
+    @staticmethod
+    def _parse(tenant_id: str, payload: str) -> RoutingConfig:
+        """A stored record as a config; a record written around the CLI's checks (a bad tenant id,
+        a bad setting) raises here rather than reaching the sensor or a run."""
+        validate_tenant_id(tenant_id)
+        return RoutingConfig.model_validate_json(payload)
 
     def _read_all(self) -> list[tuple[str, str]]:
         """Every tenant's ``(tenant_id, payload)`` in tenant id order. A store overrides it when it
