@@ -25,17 +25,17 @@ def private_phoenix(
     root: Path | None = None,
     backend: str = "sqlite",
     keep_database: bool = False,
-    count_database: bool = False,
+    read_database: bool = False,
     **overrides,
 ) -> Iterator[tuple[Path, PhoenixResource]]:
     """Start Phoenix on free ports in a new temp folder (or on the data an earlier run left in
     ``root``); yield (folder, resource); stop it. The folder is kept; a Postgres database is
-    dropped afterwards unless ``keep_database`` (then ``root`` can be reused). ``count_database``
-    (Postgres only) gives the resource Phoenix's database as its ``count_database_url``;
+    dropped afterwards unless ``keep_database`` (then ``root`` can be reused). ``read_database``
+    (Postgres only) gives the resource Phoenix's database as its ``read_database_url``;
     ``overrides`` are other resource fields (set when it is built: Dagster rebuilds a resource
     from those, so a ``model_copy`` update would be lost in a sensor)."""
-    if count_database and backend != "postgres":
-        raise ValueError("count_database needs backend='postgres': counts are read from Phoenix's Postgres database")
+    if read_database and backend != "postgres":
+        raise ValueError("read_database needs backend='postgres': only a Phoenix on Postgres is read directly")
     root = root or Path(tempfile.mkdtemp(prefix=prefix))
     port, grpc_port = stack.free_port(), stack.free_port()
     with _database(root, backend, keep_database) as database_url:
@@ -44,8 +44,8 @@ def private_phoenix(
         )
         service.start()
         try:
-            if count_database:
-                overrides["count_database_url"] = database_url
+            if read_database:
+                overrides["read_database_url"] = database_url
             yield root, PhoenixResource.from_env(endpoint=stack.phoenix_url(port), **overrides)
         finally:
             service.stop()

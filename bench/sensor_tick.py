@@ -13,7 +13,7 @@ Prints wall time, the number of Phoenix GraphQL requests and of statements on Ph
         [--count-database]
 
 ``--count-database`` (with ``--backend postgres``): exact counts read from Phoenix's Postgres
-database (``COGNIVERSE_PHOENIX_COUNT_DATABASE_URL``).
+database (``COGNIVERSE_PHOENIX_READ_DATABASE_URL``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets.sensors import COMPLETION_STAGE, UNREACHABLE, trace_threshold_sensor
 from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_resources.phoenix import PhoenixResource
-from cogniverse_resources.phoenix_database import PhoenixDatabaseCounter
+from cogniverse_resources.phoenix_database import PhoenixDatabase
 from cogniverse_resources.tracer import RoutingDecision, RoutingTracer
 
 LABELS = {"modality": "video", "cross_modal": "none", "routing": "video_search_agent"}
@@ -47,7 +47,7 @@ class RequestCounter:
         self.requests = 0
         self.statements = 0
         original = PhoenixResource._graphql
-        original_statement = PhoenixDatabaseCounter._count_lanes
+        original_statement = PhoenixDatabase._count_lanes
 
         def counted(resource, query, variables):
             self.requests += 1
@@ -58,7 +58,7 @@ class RequestCounter:
             return original_statement(counter, connection, lanes)
 
         PhoenixResource._graphql = counted
-        PhoenixDatabaseCounter._count_lanes = counted_statement
+        PhoenixDatabase._count_lanes = counted_statement
 
 
 def decisions(tenant: str, spans_per_module: int) -> list[RoutingDecision]:
@@ -130,7 +130,7 @@ def main() -> int:
     with private_phoenix(
         "bench-sensor-",
         backend=args.backend,
-        count_database=args.count_database,
+        read_database=args.count_database,
         count_concurrency=args.count_concurrency,
     ) as (root, phoenix):
         config_store = ConfigStoreResource(url=f"sqlite://{root}/config.sqlite")

@@ -21,7 +21,7 @@ from cogniverse_assets.modules.registry import ROUTING_MODULES
 from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_resources.phoenix import LaneCountRequest, PhoenixResource, PhoenixUnavailable
-from cogniverse_resources.phoenix_database import PhoenixDatabaseCounter, PhoenixDatabaseUnavailable
+from cogniverse_resources.phoenix_database import PhoenixDatabase, PhoenixDatabaseUnavailable
 from cogniverse_resources.tenant import InvalidTenantId, RoutingConfig, validate_tenant_id
 
 UNREACHABLE = "Phoenix unreachable"  # the verdict of a lane whose tenant's Phoenix did not answer
@@ -29,7 +29,7 @@ DEFERRED = "exact count deferred to a later tick"  # the verdict of a lane the t
 # Phoenix counting stops starting new requests after this long, so a tick stays well inside
 # Dagster's 60 s sensor timeout; the remaining lanes are counted on the following ticks.
 COUNT_BUDGET_S = 3.0
-# With ``PhoenixResource.count_database_url`` set, the shared Phoenix's due lanes are all counted
+# With ``PhoenixResource.read_database_url`` set, the shared Phoenix's due lanes are all counted
 # exactly in its database (``count_in_database``), with no GraphQL bound first; no statement starts
 # after this long. Worst tick, well inside Dagster's 60 s sensor timeout: this budget plus one
 # statement's timeout (phoenix_database.STATEMENT_TIMEOUT_S, 6 s; or its 5 s connect timeout), then,
@@ -372,17 +372,17 @@ def count_in_database(
     log: logging.Logger | dg.DagsterLogManager,
 ) -> list[DueTenant]:
     """Exact counts of every due lane of the shared Phoenix's tenants, read from its database when
-    ``phoenix.count_database_url`` is set, instead of stage 1's GraphQL bound and stage 2: tenants in
+    ``phoenix.read_database_url`` is set, instead of stage 1's GraphQL bound and stage 2: tenants in
     ``rotation`` order from ``resume_from``, until ``DATABASE_COUNT_BUDGET_S``; the lanes it did not
     reach get the verdict ``DEFERRED``. Returns the tenants left for the two GraphQL stages: those
     with their own ``phoenix_endpoint``, and every tenant when the database fails (logged; the
     message holds no password)."""
     shared = {tenant.tenant_id: tenant for tenant in due if not tenant.config.phoenix_endpoint}
-    if not phoenix.count_database_url or not shared:
+    if not phoenix.read_database_url or not shared:
         return due
     order = rotation(shared, resume_from)
     requests = {tenant_id: shared[tenant_id].exact_count_request(shared[tenant_id].lanes) for tenant_id in order}
-    counter = PhoenixDatabaseCounter(phoenix.count_database_url, phoenix.project_prefix)
+    counter = PhoenixDatabase(phoenix.read_database_url, phoenix.project_prefix)
     try:
         counts = counter.count(requests, time.monotonic() + DATABASE_COUNT_BUDGET_S)
     except PhoenixDatabaseUnavailable as error:
@@ -451,7 +451,7 @@ def evaluate_tenants(
     could not be reached (``"tenant: error"``). Storage and Phoenix are asked in batches, not once
     per tenant: ``due_lanes``, then ``count_upper_bounds`` (stage 1) and ``count_exactly``
     (stage 2) with ``count_budget_s`` seconds from now, resuming at tenant ``resume_from``.
-    With ``count_database_url``, the shared Phoenix's tenants are counted in its database instead
+    With ``read_database_url``, the shared Phoenix's tenants are counted in its database instead
     (``count_in_database``). Every due lane of an unreachable tenant gets the verdict
     ``UNREACHABLE``. ``log`` (default: Dagster's logger) hears when the database count falls back
     to GraphQL.

@@ -78,7 +78,7 @@ class PhoenixResource(dg.ConfigurableResource):
         description="Exact-count requests the sensor keeps in flight at once. 1 suits Phoenix on SQLite "
         "(it runs them one at a time anyway); a Phoenix on Postgres answers several side by side.",
     )
-    count_database_url: str | None = Field(
+    read_database_url: str | None = Field(
         default=None,
         description="postgresql:// URL of this Phoenix's own database (a read-only user will do): the sensor "
         "then counts every lane exactly in one SQL statement instead of GraphQL (cogniverse_resources."
@@ -121,7 +121,7 @@ class PhoenixResource(dg.ConfigurableResource):
                 f"tenant Phoenix endpoint {shown}: host {host!r} is not allowed by {ALLOWED_HOSTS_VARIABLE} "
                 f"({self.allowed_hosts}); refused"
             )
-        # No count_database_url: that database is the shared Phoenix's, not the tenant's.
+        # No read_database_url: that database is the shared Phoenix's, not the tenant's.
         return PhoenixResource(
             endpoint=phoenix_endpoint,
             project_prefix=self.project_prefix,

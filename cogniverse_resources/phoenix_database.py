@@ -153,7 +153,7 @@ WHERE counted.labeled > 0
 """
 
 
-class PhoenixDatabaseCounter:
+class PhoenixDatabase:
     """Exact labeled-span counts for many lanes, read from a Phoenix's Postgres database.
 
     Counts what ``routing_traces`` ingestion (``cogniverse_assets.examples``) would keep as
@@ -276,7 +276,7 @@ class PhoenixDatabaseCounter:
             parts, usable = None, False
         if not usable:
             raise PhoenixDatabaseUnavailable(
-                f"Phoenix count database {self.redacted_url} is not a Postgres URL with a host "
+                f"Phoenix database {self.redacted_url} is not a Postgres URL with a host "
                 f"({', '.join(s + '://' for s in POSTGRES_SCHEMES)}); only Phoenix on Postgres can be counted this way"
             )
         return urlunsplit(parts._replace(scheme="postgresql"))

@@ -78,7 +78,7 @@ RESOURCE_ENV: dict[str, dict[str, EnvSetting]] = {
         "allowed_hosts": _env("COGNIVERSE_PHOENIX_ALLOWED_HOSTS"),
         "count_concurrency": _env("COGNIVERSE_PHOENIX_COUNT_CONCURRENCY", parse=_count_concurrency),
         # Phoenix's own Postgres database, read by the sensor's exact counts (may hold a password).
-        "count_database_url": _env("COGNIVERSE_PHOENIX_COUNT_DATABASE_URL"),
+        "read_database_url": _env("COGNIVERSE_PHOENIX_READ_DATABASE_URL"),
     },
     "LanguageModelResource": {
         "student_model": _env("ROUTER_OPTIMIZER_STUDENT_MODEL"),

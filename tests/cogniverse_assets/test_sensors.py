@@ -291,7 +291,7 @@ def test_the_count_database_decides_every_due_lane_in_one_tick(tenant_env, phoen
     later = datetime.now(timezone.utc) + timedelta(seconds=61)
     monkeypatch.setattr(sensors, "datetime", _Clock(later))
     # Built, not model_copy'd: Dagster rebuilds a resource from its constructor's fields.
-    phoenix = PhoenixResource(endpoint=tenant_env.phoenix.endpoint, count_database_url=phoenix_postgres_database)
+    phoenix = PhoenixResource(endpoint=tenant_env.phoenix.endpoint, read_database_url=phoenix_postgres_database)
 
     configs = [tenant_env.config_store.store().get(tenant) for tenant in tenants]
     checks, unreachable = sensors.evaluate_tenants(tenant_env.instance, phoenix, configs, later, count_budget_s=0.0)
@@ -342,7 +342,7 @@ def test_the_count_database_replaces_both_graphql_stages_with_the_same_verdicts(
     graphql_checks, unreachable = sensors.evaluate_tenants(tenant_env.instance, tenant_env.phoenix, configs, later)
     assert unreachable == [] and made, "the GraphQL path counted without GraphQL"
     made.clear()
-    phoenix = PhoenixResource(endpoint=tenant_env.phoenix.endpoint, count_database_url=phoenix_postgres_database)
+    phoenix = PhoenixResource(endpoint=tenant_env.phoenix.endpoint, read_database_url=phoenix_postgres_database)
     database_checks, unreachable = sensors.evaluate_tenants(tenant_env.instance, phoenix, configs, later, 0.0)
     assert unreachable == [] and made == []  # neither stage 1's bound nor stage 2's exact counts
 
@@ -368,7 +368,7 @@ def test_the_count_database_budget_defers_the_rest_in_turn(tenant_env, phoenix_p
     later = datetime.now(timezone.utc) + timedelta(seconds=61)
     monkeypatch.setattr(sensors, "datetime", _Clock(later))
     made = _graphql_requests(monkeypatch)
-    phoenix = PhoenixResource(endpoint=tenant_env.phoenix.endpoint, count_database_url=phoenix_postgres_database)
+    phoenix = PhoenixResource(endpoint=tenant_env.phoenix.endpoint, read_database_url=phoenix_postgres_database)
 
     first = _tick(tenant_env, phoenix)
     assert {request.tags["tenant"] for request in first.run_requests} == {tenants[0]}
@@ -390,7 +390,7 @@ def test_a_failing_count_database_falls_back_to_graphql_and_logs_no_password(ten
     password = "s3cret-pw"
     phoenix = PhoenixResource(
         endpoint=tenant_env.phoenix.endpoint,
-        count_database_url=f"postgresql://reader:{password}@127.0.0.1:{free_port()}/phoenix",
+        read_database_url=f"postgresql://reader:{password}@127.0.0.1:{free_port()}/phoenix",
     )
     later = datetime.now(timezone.utc) + timedelta(seconds=61)
     made = _graphql_requests(monkeypatch)

@@ -16,7 +16,7 @@ from cogniverse_assets.modules.registry import ROUTING_MODULES
 from cogniverse_resources import phoenix_database, settings
 from cogniverse_resources import trace_contract as tc
 from cogniverse_resources.phoenix import LaneCountRequest, PhoenixResource
-from cogniverse_resources.phoenix_database import PhoenixDatabaseCounter, PhoenixDatabaseUnavailable
+from cogniverse_resources.phoenix_database import PhoenixDatabase, PhoenixDatabaseUnavailable
 from cogniverse_resources.stack import free_port
 from cogniverse_resources.tracer import RoutingDecision, RoutingTracer
 
@@ -125,9 +125,9 @@ def differing_tenant(phoenix_postgres) -> str:
 
 
 @pytest.fixture(scope="module")
-def counter(phoenix_postgres_database, phoenix_postgres) -> PhoenixDatabaseCounter:
+def counter(phoenix_postgres_database, phoenix_postgres) -> PhoenixDatabase:
     # Phoenix's own form of the URL, as an operator would copy it from PHOENIX_SQL_DATABASE_URL.
-    return PhoenixDatabaseCounter(phoenix_postgres_database.replace("postgresql://", "postgresql+asyncpg://", 1))
+    return PhoenixDatabase(phoenix_postgres_database.replace("postgresql://", "postgresql+asyncpg://", 1))
 
 
 def _requests(tenants, since, min_confidence, modules=tc.MODULE_NAMES) -> dict[str, LaneCountRequest]:
@@ -183,11 +183,11 @@ def test_lanes_go_in_statements_of_whole_tenants_and_stop_at_the_deadline(
 ):
     tenants = [agreeing_tenant, *(f"db-absent-{index}" for index in range(4))]
     requests = _requests(tenants, None, 0.7)
-    whole = PhoenixDatabaseCounter(phoenix_postgres_database).count(requests)
+    whole = PhoenixDatabase(phoenix_postgres_database).count(requests)
     monkeypatch.setattr(phoenix_database, "LANES_PER_STATEMENT", 7)  # two tenants of three lanes a statement
-    chunked = PhoenixDatabaseCounter(phoenix_postgres_database)
+    chunked = PhoenixDatabase(phoenix_postgres_database)
     assert chunked.count(requests) == whole and chunked.statements == 3
-    late = PhoenixDatabaseCounter(phoenix_postgres_database)
+    late = PhoenixDatabase(phoenix_postgres_database)
     # Past the deadline only the first statement runs: its tenants are counted entirely, the others not at all.
     assert late.count(requests, deadline=time.monotonic() - 1) == {tenant: whole[tenant] for tenant in tenants[:2]}
     assert late.statements == 1
@@ -213,18 +213,18 @@ def test_an_unusable_database_is_a_clear_error_without_the_password(phoenix_post
     }
     for url, expected in cases.items():
         with pytest.raises(PhoenixDatabaseUnavailable) as raised:
-            PhoenixDatabaseCounter(url).count(requests)
+            PhoenixDatabase(url).count(requests)
         assert expected in str(raised.value)
         assert "s3cret-pw" not in str(raised.value) and raised.value.__cause__ is None
 
 
 def test_the_setting_is_an_env_var_and_never_reaches_a_tenants_own_phoenix():
     url = "postgresql://reader:s3cret-pw@db.internal:5432/phoenix"
-    environ = {"COGNIVERSE_PHOENIX_COUNT_DATABASE_URL": url}
+    environ = {"COGNIVERSE_PHOENIX_READ_DATABASE_URL": url}
     assert settings.env_vars(PhoenixResource, environ) == {
-        "count_database_url": dg.EnvVar("COGNIVERSE_PHOENIX_COUNT_DATABASE_URL")
+        "read_database_url": dg.EnvVar("COGNIVERSE_PHOENIX_READ_DATABASE_URL")
     }
     shared = PhoenixResource.from_env(environ, endpoint="http://phoenix:6006")
-    assert shared.count_database_url == url and PhoenixResource().count_database_url is None
-    assert shared.for_tenant("http://phoenix:6006/").count_database_url == url  # the shared Phoenix itself
-    assert shared.for_tenant("https://tenant-phoenix.example.com").count_database_url is None
+    assert shared.read_database_url == url and PhoenixResource().read_database_url is None
+    assert shared.for_tenant("http://phoenix:6006/").read_database_url == url  # the shared Phoenix itself
+    assert shared.for_tenant("https://tenant-phoenix.example.com").read_database_url is None
