@@ -9,10 +9,11 @@ routing spans across the three modules into one tenant's project (with ``routing
   - bare loop: ``client.spans.get_spans`` for the same spans (server-side filtered, cursor-paged);
   - bare pages: the same REST paging ingestion uses, without its labeling work.
 Prints wall time, spans/s and peak RSS of each and the throughput ratios; the goal is ingestion at
->= 0.8x the bare read of the same pages, with peak RSS < 500 MB.
+>= 0.8x the bare read of the same pages, with peak RSS < 500 MB. ``--read-database`` (Postgres):
+ingestion reads the feedback from Phoenix's database (``COGNIVERSE_PHOENIX_READ_DATABASE_URL``).
 
     .venv/bin/python bench/ingestion.py [--backend sqlite|postgres] [--spans 100000] [--feedback-rate 0.1]
-                                        [--reuse FOLDER] [--keep-database] [--repeat N]
+                                        [--reuse FOLDER] [--keep-database] [--repeat N] [--read-database]
 """
 
 from __future__ import annotations
@@ -139,8 +140,9 @@ def emit(phoenix: PhoenixResource, spans: int, feedback_rate: float) -> None:
     tracer.shutdown()
 
 
-def run(code: str, *argv: str) -> dict:
-    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=os.environ.copy())
+def run(code: str, *argv: str, environ: dict[str, str] | None = None) -> dict:
+    env = {**os.environ, **(environ or {})}
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-3000:])
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -163,13 +165,20 @@ def main() -> int:
     parser.add_argument(
         "--repeat", type=int, default=1, help="run the three readers this many times, alternating; report the best"
     )
+    parser.add_argument(
+        "--read-database",
+        action="store_true",
+        help="postgres: ingestion reads the feedback from Phoenix's database instead of GraphQL",
+    )
     args = parser.parse_args()
+    if args.read_database and args.backend != "postgres":
+        parser.error("--read-database needs --backend postgres")
 
     runs: list[tuple[dict, dict, dict]] = []
-    with private_phoenix("bench-ingest-", args.reuse, args.backend, keep_database=args.keep_database) as (
-        root,
-        phoenix,
-    ):
+    with private_phoenix(
+        "bench-ingest-", args.reuse, args.backend, keep_database=args.keep_database, read_database=args.read_database
+    ) as (root, phoenix):
+        database = {"COGNIVERSE_PHOENIX_READ_DATABASE_URL": phoenix.read_database_url} if args.read_database else {}
         reusable = args.backend == "sqlite" or args.keep_database
         print(f"Phoenix ({args.backend}) data in {root}" + (f" (--reuse {root} reads it again)" if reusable else ""))
         os.environ["CONFIG_STORE_URL"] = f"sqlite://{root}/config.sqlite"
@@ -183,14 +192,19 @@ def main() -> int:
             )
         for _ in range(args.repeat):
             bare = run(BARE_LOOP, phoenix.endpoint, phoenix.project_name(TENANT))
-            ours = run(INGESTION, phoenix.endpoint, tempfile.mkdtemp(prefix="artifacts-", dir=root), TENANT)
+            artifacts = tempfile.mkdtemp(prefix="artifacts-", dir=root)
+            ours = run(INGESTION, phoenix.endpoint, artifacts, TENANT, environ=database)
             pages = run(BARE_PAGES, phoenix.endpoint, TENANT)
             runs.append((bare, ours, pages))
             print(f"  run {len(runs)}: ingestion / same pages {pages['seconds'] / ours['seconds']:.2f}", flush=True)
 
     # Each reader's fastest run: on a shared machine the slow runs are the ones another process slowed.
     bare, ours, pages = (min((trio[index] for trio in runs), key=lambda f: f["seconds"]) for index in range(3))
-    print(f"\n{bare['spans']} spans, 3 modules, one tenant, {os.cpu_count()} cores, Phoenix on {args.backend}")
+    feedback = "Phoenix's database" if args.read_database else "GraphQL"
+    print(
+        f"\n{bare['spans']} spans, 3 modules, one tenant, {os.cpu_count()} cores, Phoenix on {args.backend}, "
+        f"feedback through {feedback}"
+    )
     print(f"{'reader':44s} {'spans':>8s} {'wall s':>8s} {'spans/s':>9s} {'peak RSS MB':>12s}")
     for name, figures in (
         ("bare loop (client.spans.get_spans, 100/page)", bare),

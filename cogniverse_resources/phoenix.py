@@ -345,7 +345,17 @@ class PhoenixResource(dg.ConfigurableResource):
             spans = project["spans"]
             for edge in spans["edges"]:
                 span_id = edge["node"]["spanId"]
-                grouped[span_id] = [_rest_shape(span_id, annotation) for annotation in edge["node"]["spanAnnotations"]]
+                grouped[span_id] = [
+                    feedback_record(
+                        span_id,
+                        annotation["annotatorKind"],
+                        annotation["label"],
+                        annotation["score"],
+                        annotation["identifier"],
+                        annotation["updatedAt"],
+                    )
+                    for annotation in edge["node"]["spanAnnotations"]
+                ]
             if not spans["pageInfo"]["hasNextPage"]:
                 return grouped
             variables["after"] = spans["pageInfo"]["endCursor"]
@@ -519,17 +529,25 @@ _FEEDBACK_QUERY = f"""query($project: String!, $first: Int!, $after: String, $co
 }}"""
 
 
-def _rest_shape(span_id: str, annotation: Mapping) -> dict:
-    """A GraphQL span annotation in the keys of the REST ``span_annotations`` endpoint, limited to
-    what labeling reads (``examples.choose_label``): each GraphQL field is resolved on its own,
-    about 0.1 s per field per 1,000 annotations on 2 cores (docs/benchmarks.md)."""
+def feedback_record(
+    span_id: str,
+    annotator_kind: str,
+    label: str | None,
+    score: float | None,
+    identifier: str,
+    updated_at: str | None,
+) -> dict:
+    """A ``routing_feedback`` annotation in the keys of the REST ``span_annotations`` endpoint,
+    limited to what labeling reads (``examples.choose_label``): each GraphQL field is resolved on
+    its own, about 0.1 s per field per 1,000 annotations on 2 cores (docs/benchmarks.md).
+    ``updated_at`` is an ISO time in UTC, as GraphQL gives it: labeling compares these strings."""
     return {
         "span_id": span_id,
         "name": tc.FEEDBACK_ANNOTATION,
-        "annotator_kind": annotation["annotatorKind"],
-        "result": {"label": annotation["label"], "score": annotation["score"]},
-        "identifier": annotation["identifier"],
-        "updated_at": annotation["updatedAt"],
+        "annotator_kind": annotator_kind,
+        "result": {"label": label, "score": score},
+        "identifier": identifier,
+        "updated_at": updated_at,
     }
 
 

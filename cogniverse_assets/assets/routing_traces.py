@@ -2,9 +2,9 @@
 
 Reads the tenant's Phoenix project (spans from ``INGEST_OVERLAP`` before the stored table's newest
 span, never before ``phoenix_lookback_hours`` ago) and the ``routing_feedback`` annotations of the
-lookback, read in bulk (``PhoenixResource.feedback_annotations_between``: by time range, only the
-annotated spans, paged) rather than by span id; writes the merged example table (deduplicated by
-span id) and the quarantine table to the artifact store.
+lookback, read in bulk by time range rather than by span id (``read_feedback``: from Phoenix's
+database when ``read_database_url`` is set, else through GraphQL); writes the merged example table
+(deduplicated by span id) and the quarantine table to the artifact store.
 
 Spans reach Phoenix late (buffered exporters, retries, clock skew): one whose start time is older
 than the newest stored span would be skipped for good by a reader that starts at that newest span.
@@ -13,6 +13,7 @@ processed again (their late feedback is re-read by ``_refresh_late_feedback`` in
 arrives more than ``INGEST_OVERLAP`` late is still missed.
 """
 
+import logging
 from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,7 @@ from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpe
 from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_resources.phoenix import PhoenixResource
+from cogniverse_resources.phoenix_database import PhoenixDatabase, PhoenixDatabaseUnavailable
 from cogniverse_resources.tenant import RoutingConfig
 
 TRACES_TABLE = "routing_traces"
@@ -59,8 +61,10 @@ def ingest_routing_traces(
     spec: RoutingModuleSpec,
     config: RoutingConfig,
     now: datetime | None = None,
+    log: logging.Logger | dg.DagsterLogManager | None = None,
 ) -> dict:
-    """Read new spans, label them, merge them into the stored tables; return the run's figures."""
+    """Read new spans, label them, merge them into the stored tables; return the run's figures.
+    ``log`` (default: Dagster's logger) hears when the feedback read falls back to GraphQL."""
     tenant_id = config.tenant_id
     now = now or datetime.now(timezone.utc)
     existing = artifacts.read_table(tenant_id, spec.name, TRACES_TABLE)
@@ -95,7 +99,9 @@ def ingest_routing_traces(
     # need it to be parsed: pages wait parsed (in memory) only until it is there. Feedback written
     # while the spans are read is picked up by the next run's _refresh_late_feedback.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="feedback") as pool:
-        feedback = pool.submit(phoenix.feedback_annotations_between, tenant_id, spec.name, lookback_start, end)
+        feedback = pool.submit(
+            read_feedback, phoenix, tenant_id, spec.name, lookback_start, end, log or dg.get_dagster_logger()
+        )
         for page in phoenix.iter_routing_spans(tenant_id, spec.name, read_from, end):
             fetched += len(page)
             fresh = [span for span in page if _span_id(span) not in seen_ids]
@@ -142,6 +148,29 @@ def ingest_routing_traces(
         "per_provenance": {key: int(value) for key, value in merged["provenance"].value_counts().items()},
         "per_label": {key: int(value) for key, value in labeled_rows["label"].value_counts().items()},
     }
+
+
+def read_feedback(
+    phoenix: PhoenixResource,
+    tenant_id: str,
+    module: str,
+    start: datetime,
+    end: datetime,
+    log: logging.Logger | dg.DagsterLogManager,
+) -> dict[str, list[dict]]:
+    """The ``routing_feedback`` annotations of ``module``'s spans with ``start <= start_time < end``,
+    grouped by span id. With ``phoenix.read_database_url`` (the shared Phoenix on Postgres; never set
+    for a tenant's own Phoenix) one SQL statement reads them; GraphQL resolves each field of each
+    annotation on its own, the larger part of ingestion's cost above the span pages
+    (docs/benchmarks.md). If the database fails, the read goes through GraphQL, logged (the message
+    holds no password)."""
+    if phoenix.read_database_url:
+        database = PhoenixDatabase(phoenix.read_database_url, phoenix.project_prefix)
+        try:
+            return database.feedback_annotations_between(tenant_id, module, start, end, phoenix.timeout_s)
+        except PhoenixDatabaseUnavailable as error:
+            log.warning(f"feedback of {tenant_id}/{module} goes through Phoenix GraphQL this run: {error}")
+    return phoenix.feedback_annotations_between(tenant_id, module, start, end)
 
 
 def _refresh_late_feedback(
@@ -201,7 +230,7 @@ def build_routing_traces(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         config = tenant_config(config_store, context.partition_key)
         source = tenant_phoenix(phoenix, config)
         with phoenix_errors(source, f"reading {config.tenant_id}/{spec.name}"):
-            figures = ingest_routing_traces(source, artifacts, spec, config)
+            figures = ingest_routing_traces(source, artifacts, spec, config, log=context.log)
         context.log.info(
             f"{config.tenant_id}/{spec.name}: {figures['new_examples']} new, {figures['total_examples']} total, "
             f"{figures['quarantined_this_run']} quarantined"

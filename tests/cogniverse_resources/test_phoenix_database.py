@@ -178,6 +178,33 @@ def test_database_counts_what_ingestion_labels_where_graphql_counts_more(phoenix
     assert graphql == {differing_tenant: {"modality": 9}}  # the GraphQL filter cannot tell these apart
 
 
+def test_feedback_from_the_database_equals_the_graphql_read(
+    phoenix_postgres, counter, agreeing_tenant, differing_tenant
+):
+    start, end = NOW - timedelta(days=1), datetime.now(timezone.utc) + timedelta(minutes=1)
+    windows = [(start, end), (NEW - timedelta(minutes=30), end), (start, MIDDLE - timedelta(minutes=30))]
+    absent = f"db-absent-{uuid.uuid4().hex[:6]}"  # no project
+    for tenant in (agreeing_tenant, differing_tenant, absent):
+        for module in tc.MODULE_NAMES:
+            for window in windows:
+                graphql = phoenix_postgres.feedback_annotations_between(tenant, module, *window)
+                assert counter.feedback_annotations_between(tenant, module, *window, timeout_s=30) == graphql
+    # What the comparison covered: several annotations on one span, every kind, a score without a
+    # label, a label outside the module's; other modules' and other windows' feedback left out.
+    everything = counter.feedback_annotations_between(differing_tenant, "modality", start, end, timeout_s=30)
+    assert len(everything) == 7 and sum(map(len, everything.values())) == 8
+    assert {item["annotator_kind"] for items in everything.values() for item in items} == {"HUMAN", "LLM", "CODE"}
+    agreeing = counter.feedback_annotations_between(agreeing_tenant, "modality", start, end, timeout_s=30)
+    assert sorted(str(items[0]["result"]["label"]) for items in agreeing.values()) == [
+        "None",
+        "audio",
+        "image",
+        "smell-o-vision",
+    ]
+    assert len(counter.feedback_annotations_between(agreeing_tenant, "routing", start, end, timeout_s=30)) == 1
+    assert len(counter.feedback_annotations_between(agreeing_tenant, "modality", *windows[2], timeout_s=30)) == 1
+
+
 def test_lanes_go_in_statements_of_whole_tenants_and_stop_at_the_deadline(
     counter, agreeing_tenant, monkeypatch, phoenix_postgres_database
 ):
@@ -193,12 +220,14 @@ def test_lanes_go_in_statements_of_whole_tenants_and_stop_at_the_deadline(
     assert late.statements == 1
 
 
-def test_the_count_runs_in_a_read_only_transaction(counter, monkeypatch):
-    monkeypatch.setattr(
-        phoenix_database, "_COUNT_SQL", "INSERT INTO projects (name) VALUES ('written') RETURNING id, 0"
-    )
+def test_every_read_runs_in_a_read_only_transaction(counter, monkeypatch):
+    write = "INSERT INTO projects (name) VALUES ('written') RETURNING id, 0"
+    monkeypatch.setattr(phoenix_database, "_COUNT_SQL", write)
     with pytest.raises(PhoenixDatabaseUnavailable, match="read-only transaction"):
         counter.count(_requests(["anyone"], None, 0.7))
+    monkeypatch.setattr(phoenix_database, "_FEEDBACK_SQL", write)
+    with pytest.raises(PhoenixDatabaseUnavailable, match="read-only transaction"):
+        counter.feedback_annotations_between("anyone", "modality", NOW, NOW, timeout_s=5)
 
 
 def test_an_unusable_database_is_a_clear_error_without_the_password(phoenix_postgres_database):
@@ -208,14 +237,19 @@ def test_an_unusable_database_is_a_clear_error_without_the_password(phoenix_post
     cases = {
         dead: "could not connect to Phoenix's database postgresql://***@127.0.0.1",
         no_phoenix: 'relation "projects" does not exist',
-        "sqlite:////tmp/phoenix.db": "only Phoenix on Postgres can be counted this way",
+        "sqlite:////tmp/phoenix.db": "only a Phoenix on Postgres can be read this way",
         "postgresql://reader:s3cret-pw@[::1/phoenix": "is not a Postgres URL",  # unparseable
     }
+    reads = {
+        "count": lambda database: database.count(requests),
+        "feedback": lambda database: database.feedback_annotations_between("anyone", "modality", NOW, NOW, 5),
+    }
     for url, expected in cases.items():
-        with pytest.raises(PhoenixDatabaseUnavailable) as raised:
-            PhoenixDatabase(url).count(requests)
-        assert expected in str(raised.value)
-        assert "s3cret-pw" not in str(raised.value) and raised.value.__cause__ is None
+        for read in reads.values():
+            with pytest.raises(PhoenixDatabaseUnavailable) as raised:
+                read(PhoenixDatabase(url))
+            assert expected in str(raised.value)
+            assert "s3cret-pw" not in str(raised.value) and raised.value.__cause__ is None
 
 
 def test_the_setting_is_an_env_var_and_never_reaches_a_tenants_own_phoenix():

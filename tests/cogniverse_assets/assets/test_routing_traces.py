@@ -1,5 +1,7 @@
 """``<module>/routing_traces`` against a real Phoenix server."""
 
+import logging
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
@@ -10,12 +12,16 @@ from cogniverse_assets.assets.routing_traces import (
     INGEST_OVERLAP,
     QUARANTINE_TABLE,
     TRACES_TABLE,
+    ingest_routing_traces,
     routing_traces_assets,
 )
+from cogniverse_assets.modules.registry import ROUTING_MODULES
 from cogniverse_assets.traffic import emit_traffic
 from cogniverse_resources import trace_contract as tc
+from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.phoenix import PhoenixResource
 from cogniverse_resources.stack import free_port
+from cogniverse_resources.tenant import RoutingConfig
 from cogniverse_resources.tracer import Feedback, RoutingDecision, RoutingTracer
 
 MODALITY_TRACES = routing_traces_assets[0]
@@ -280,3 +286,42 @@ def test_phoenix_killed_mid_ingestion_fails_cleanly_and_a_retry_succeeds(tenant_
         assert figures["total_examples"] == 70 and figures["new_examples"] == 60
     finally:
         service.stop()
+
+
+def _ingest(phoenix: PhoenixResource, tenant: str, root, log=None) -> pd.DataFrame:
+    """One ``routing_traces`` run of the tenant's modality lane into its own artifact store."""
+    artifacts = ArtifactStore(root=str(root))
+    ingest_routing_traces(phoenix, artifacts, ROUTING_MODULES["modality"], RoutingConfig(tenant_id=tenant), log=log)
+    return artifacts.read_table(tenant, "modality", TRACES_TABLE)
+
+
+def test_with_phoenixs_database_feedback_is_read_in_sql_and_labels_as_graphql_does(
+    phoenix_postgres, phoenix_postgres_database, tmp_path, monkeypatch
+):
+    tenant = f"pg-feedback-{uuid.uuid4().hex[:6]}"
+    emit_traffic(phoenix_postgres, tenant, n=30, feedback_rate=0.5, seed=4, modules=["modality"], progress=False)
+    through_graphql = _ingest(phoenix_postgres, tenant, tmp_path / "graphql")
+    assert set(through_graphql["provenance"]) >= {"human", "llm"}  # the feedback decided labels
+
+    def no_graphql(*args, **kwargs):
+        raise AssertionError("the feedback went through GraphQL")
+
+    monkeypatch.setattr(PhoenixResource, "feedback_annotations_between", no_graphql)
+    database = PhoenixResource(endpoint=phoenix_postgres.endpoint, read_database_url=phoenix_postgres_database)
+    through_database = _ingest(database, tenant, tmp_path / "database")
+    pd.testing.assert_frame_equal(through_database, through_graphql)
+
+
+def test_a_failing_phoenix_database_falls_back_to_graphql_and_logs_no_password(phoenix_postgres, tmp_path, caplog):
+    tenant = f"pg-fallback-{uuid.uuid4().hex[:6]}"
+    emit_traffic(phoenix_postgres, tenant, n=10, feedback_rate=1.0, seed=5, modules=["modality"], progress=False)
+    expected = _ingest(phoenix_postgres, tenant, tmp_path / "graphql")
+    dead = PhoenixResource(
+        endpoint=phoenix_postgres.endpoint, read_database_url=f"postgresql://reader:s3cret-pw@127.0.0.1:{free_port()}/x"
+    )
+    logger = logging.getLogger("test-routing-traces")
+    with caplog.at_level(logging.WARNING, logger="test-routing-traces"):
+        fallen_back = _ingest(dead, tenant, tmp_path / "fallback", log=logger)
+    pd.testing.assert_frame_equal(fallen_back, expected)
+    assert f"feedback of {tenant}/modality goes through Phoenix GraphQL this run" in caplog.text
+    assert "postgresql://***@127.0.0.1" in caplog.text and "s3cret-pw" not in caplog.text
