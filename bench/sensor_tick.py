@@ -3,7 +3,9 @@
 Starts its own Phoenix (SQLite in a temp dir), creates ``--tenants`` tenants with routing spans for
 all three modules, marks a third of the lanes as optimized in a temp Dagster instance, and times:
   - a tick that requests runs (every due lane has enough new labeled traces),
-  - a no-op tick (every lane optimized within its interval: no Phoenix request at all),
+  - a no-op tick (every lane optimized within its interval: no Phoenix request at all), right
+    after every lane completed (each completion's time is read once) and the tick after it (the
+    sensor remembers those times between ticks),
   - a no-op tick where intervals have passed but nothing new arrived (counts only, no runs), and
     the ticks after it that finish the exact counts its count budget deferred.
 Prints wall time, the number of Phoenix GraphQL requests and of statements on Phoenix's database
@@ -169,6 +171,8 @@ def main() -> int:
             rows.append(
                 ("no-op tick (within intervals)", seconds, requests, statements, len(result.run_requests or []))
             )
+            seconds, requests, statements, result = tick(instance, resources, counter, result.cursor)
+            rows.append(("no-op tick, the next one", seconds, requests, statements, len(result.run_requests or [])))
             for tenant in tenants:
                 store.update(tenant, optimization_interval_seconds=60)
             time.sleep(61)

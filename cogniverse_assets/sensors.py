@@ -48,6 +48,10 @@ ATTEMPT_TAG = "attempt"  # run tag: which attempt of its round a lane run is (1 
 # the asset and the sensor keeps its tenants': SQLAlchemy compiles one bound parameter per name,
 # about 0.17 s a query at 10,000 tenants, 27 queries a tick (4.5 s of a 6.9 s no-op tick).
 PARTITION_FILTER_MAX = 500
+# When each lane's latest completion happened, by storage id, kept from tick to tick in the code
+# server's process (per event storage and asset): an event's time never changes, and reading one
+# materialization record per optimized lane for it was 80 % of a no-op tick at 3,000 tenants.
+_completion_times: dict[tuple[str, dg.AssetKey], dict[int, float]] = {}
 
 
 @dg.sensor(
@@ -202,22 +206,36 @@ def last_successful_optimizations(
 ) -> dict[tuple[str, str], tuple[datetime, int]]:
     """When each tenant's lanes last completed, from Dagster's materialization history:
     ``{(tenant, module): (time, storage id)}``. Storage is asked per module for all tenants at once,
-    so the cost does not grow with the number of tenants."""
+    so the cost does not grow with the number of tenants. Only the completions a previous call in
+    this process has not seen are read (``_completion_times``)."""
     found: dict[tuple[str, str], tuple[datetime, int]] = {}
+    storage = _event_storage_identity(instance)
     for module in ROUTING_MODULES:
         key = dg.AssetKey([module, COMPLETION_STAGE])
         latest = latest_storage_ids(instance, key, DagsterEventType.ASSET_MATERIALIZATION, tenant_ids)
         if not latest:
             continue
-        records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, storage_ids=list(latest.values())), limit=len(latest)
-        ).records
-        stamps = {record.storage_id: record.timestamp for record in records}
+        known = _completion_times.get((storage, key), {}) if storage else {}
+        stamps = {storage_id: known[storage_id] for storage_id in latest.values() if storage_id in known}
+        unseen = [storage_id for storage_id in latest.values() if storage_id not in stamps]
+        if unseen:
+            records = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, storage_ids=unseen), limit=len(unseen)
+            ).records
+            stamps.update({record.storage_id: record.timestamp for record in records})
+        if storage:  # only the latest completions: the cache stays one entry per lane
+            _completion_times[(storage, key)] = stamps
         for tenant_id, storage_id in latest.items():
             if storage_id in stamps:
                 moment = datetime.fromtimestamp(stamps[storage_id], tz=timezone.utc)
                 found[(tenant_id, module)] = (moment, storage_id)
     return found
+
+
+def _event_storage_identity(instance: dg.DagsterInstance) -> str | None:
+    """Which event storage ``instance`` reads (its configuration); ``None`` for an in-memory one,
+    whose storage ids a later instance would hand out again."""
+    return None if instance.is_ephemeral else repr(instance.get_ref().event_storage_data)
 
 
 def last_lane_failures(

@@ -527,6 +527,38 @@ def test_failure_lookups_cost_the_same_storage_queries_for_any_number_of_tenants
     assert queries(1) == queries(6)
 
 
+def test_a_later_tick_reads_only_the_completions_it_has_not_seen(tenant_env, monkeypatch):
+    def complete(tenant: str) -> None:
+        tenant_env.instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key=dg.AssetKey(["modality", COMPLETION_STAGE]), partition=tenant)
+        )
+
+    tenants = [tenant_env.add("seen") for _ in range(3)]
+    for tenant in tenants:
+        complete(tenant)
+    read: list[list[int]] = []
+    original = tenant_env.instance.fetch_materializations
+
+    def recording(records_filter, *args, **kwargs):
+        read.append(sorted(records_filter.storage_ids))
+        return original(records_filter, *args, **kwargs)
+
+    monkeypatch.setattr(tenant_env.instance, "fetch_materializations", recording)
+    first = sensors.last_successful_optimizations(tenant_env.instance, tenants)
+    assert len(first) == 3 and sum(map(len, read)) == 3
+    read.clear()
+    assert sensors.last_successful_optimizations(tenant_env.instance, tenants) == first and read == []
+    complete(tenants[0])  # a new completion: the only record read
+    later = sensors.last_successful_optimizations(tenant_env.instance, tenants)
+    assert read == [[later[(tenants[0], "modality")][1]]]
+    assert later[(tenants[0], "modality")][0] >= first[(tenants[0], "modality")][0]
+    assert {lane: value for lane, value in later.items() if lane[0] != tenants[0]} == {
+        lane: value for lane, value in first.items() if lane[0] != tenants[0]
+    }
+    monkeypatch.setattr(sensors, "_completion_times", {})  # the same answers with nothing remembered
+    assert sensors.last_successful_optimizations(tenant_env.instance, tenants) == later
+
+
 @pytest.mark.phoenix_backends
 def test_the_count_follows_the_ingestion_label_rules(tenant_env):
     from opentelemetry.trace import Status, StatusCode
