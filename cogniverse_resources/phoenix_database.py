@@ -248,13 +248,7 @@ class PhoenixDatabase:
         }
 
         def read_in(connection: psycopg2.extensions.connection) -> list[tuple]:
-            with connection.cursor() as cursor:
-                cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
-                cursor.execute(_FEEDBACK_SQL, parameters)
-                rows = cursor.fetchall()
-            connection.rollback()
-            self.statements += 1
-            return rows
+            return self._fetch(connection, _FEEDBACK_SQL, parameters, timeout_s)
 
         grouped: dict[str, list[dict]] = {}
         for span_id, kind, label, score, identifier, updated_at in self._read(
@@ -323,16 +317,29 @@ class PhoenixDatabase:
             "feedback_name": tc.FEEDBACK_ANNOTATION,
             "annotator_kinds": list(tc.ANNOTATOR_KINDS),
         }
+        # The per-lane subqueries look expensive to the planner, which would spend about 0.5 s
+        # compiling them with JIT for a statement that runs in a fraction of that.
+        rows = self._fetch(connection, _COUNT_SQL, parameters, STATEMENT_TIMEOUT_S, jit=False)
+        return {lanes[lane_id]: int(count) for lane_id, count in rows}
+
+    def _fetch(
+        self,
+        connection: psycopg2.extensions.connection,
+        sql: str,
+        parameters: Mapping[str, object],
+        timeout_s: float,
+        jit: bool = True,
+    ) -> list[tuple]:
+        """The rows of one statement, which times out after ``timeout_s``."""
         with connection.cursor() as cursor:
-            cursor.execute(f"SET LOCAL statement_timeout = {int(STATEMENT_TIMEOUT_S * 1000)}")
-            # The per-lane subqueries look expensive to the planner, which would spend about 0.5 s
-            # compiling them with JIT for a statement that runs in a fraction of that.
-            cursor.execute("SET LOCAL jit = off")
-            cursor.execute(_COUNT_SQL, parameters)
+            cursor.execute(f"SET LOCAL statement_timeout = {int(timeout_s * 1000)}")
+            if not jit:
+                cursor.execute("SET LOCAL jit = off")
+            cursor.execute(sql, parameters)
             rows = cursor.fetchall()
         connection.rollback()  # read only: end the transaction, keep nothing open between statements
         self.statements += 1
-        return {lanes[lane_id]: int(count) for lane_id, count in rows}
+        return rows
 
     def _dsn(self) -> str:
         """The URL in the form psycopg2 takes (Phoenix's ``postgresql+asyncpg://`` included)."""
