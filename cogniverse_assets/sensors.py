@@ -435,10 +435,14 @@ def count_exactly(
             continue
         counts, errors = tenant_phoenix.count_labeled_routing_spans_many(requests, deadline)
         unreachable.update(errors)
-        answered = {tenant_id: (item.lanes, item.tenant.needed) for tenant_id, item in tenants.items()}
-        for tenant_id in errors:
-            answered.pop(tenant_id, None)
-        apply_exact_counts(answered, counts)
+        apply_exact_counts(
+            {
+                tenant_id: (item.lanes, item.tenant.needed)
+                for tenant_id, item in tenants.items()
+                if tenant_id not in errors
+            },
+            counts,
+        )
     return unreachable
 
 
