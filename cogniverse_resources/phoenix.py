@@ -81,8 +81,9 @@ class PhoenixResource(dg.ConfigurableResource):
     read_database_url: str | None = Field(
         default=None,
         description="postgresql:// URL of this Phoenix's own database (a read-only user will do): the sensor "
-        "then counts every lane exactly in one SQL statement instead of GraphQL (cogniverse_resources."
-        "phoenix_database). Unset: GraphQL counts. Never used for a tenant's own phoenix_endpoint.",
+        "then counts every lane exactly in one SQL statement, and ingestion reads a lane's feedback in one "
+        "statement, instead of GraphQL (cogniverse_resources.phoenix_database). Unset: GraphQL. Never used "
+        "for a tenant's own phoenix_endpoint.",
     )
 
     @classmethod

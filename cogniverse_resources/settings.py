@@ -77,7 +77,8 @@ RESOURCE_ENV: dict[str, dict[str, EnvSetting]] = {
         # Hosts a tenant's own phoenix_endpoint may name (comma-separated names or *.suffix).
         "allowed_hosts": _env("COGNIVERSE_PHOENIX_ALLOWED_HOSTS"),
         "count_concurrency": _env("COGNIVERSE_PHOENIX_COUNT_CONCURRENCY", parse=_count_concurrency),
-        # Phoenix's own Postgres database, read by the sensor's exact counts (may hold a password).
+        # Phoenix's own Postgres database, read by the sensor's exact counts and ingestion's feedback
+        # read (may hold a password).
         "read_database_url": _env("COGNIVERSE_PHOENIX_READ_DATABASE_URL"),
     },
     "LanguageModelResource": {
