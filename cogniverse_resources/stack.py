@@ -5,10 +5,11 @@ its session-scoped Phoenix. Each service writes a PID file and a log file under
 ``<data dir>/run``; ``down`` stops only processes whose PID file this module wrote (and whose
 command line still matches, so a recycled PID is never killed).
 
-The local LM is Qwen2.5-Coder-0.5B-Instruct (GGUF, Q4) served by ``llama_cpp.server`` as an
-OpenAI-compatible endpoint. A server rather than an in-process engine because every Dagster step
-runs in its own process: one server keeps one copy of the model in memory and serializes
-generation on a 2-core machine, and the pipeline reaches it through the same LiteLLM code path as a
+The local LM is Qwen2.5-Coder-0.5B-Instruct (GGUF, Q4) served by ``llama_cpp.server`` (through
+``cogniverse_resources.lm_server``, which bounds its prompt cache) as an OpenAI-compatible
+endpoint. A server rather than an in-process engine because every Dagster step runs in its own
+process: one server keeps one copy of the model in memory and serializes generation on a 2-core
+machine, and the pipeline reaches it through the same LiteLLM code path as a
 production model (only the model string and ``api_base`` differ).
 """
 
@@ -396,7 +397,10 @@ def lm_service(
 ) -> ManagedService:
     """``llama_cpp.server`` serving the local GGUF as an OpenAI-compatible endpoint.
 
-    Call ``ensure_local_model()`` before starting it; building the spec never downloads.
+    It computes logits for the last token only (nothing here asks for prompt logprobs; the server's
+    default computes them for every prompt token) and keeps KV states by prompt prefix, so lanes
+    taking turns each resume their own demo prefix (``lm_server``). Call ``ensure_local_model()``
+    before starting it; building the spec never downloads.
     """
     port = port or lm_port()
     model_path = model_path or local_model_path()
@@ -406,7 +410,7 @@ def lm_service(
         command=[
             sys.executable,
             "-m",
-            "llama_cpp.server",
+            "cogniverse_resources.lm_server",
             "--host",
             HOST,
             "--port",
@@ -415,6 +419,14 @@ def lm_service(
             os.environ.get("COGNIVERSE_LM_CONTEXT", "4096"),
             "--n_threads",
             threads,
+            "--logits_all",
+            "False",
+            "--cache",
+            "True",
+            "--cache_type",
+            "ram",
+            "--cache_size",
+            str(int(os.environ.get("COGNIVERSE_LM_PROMPT_CACHE_MB", "256")) << 20),
             "--model_alias",
             LOCAL_MODEL_ALIAS,
             "--model",
