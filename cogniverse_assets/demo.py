@@ -7,7 +7,6 @@ Used by ``make demo`` (``cogniverse demo``) and, at small scale, by the end-to-e
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from cogniverse_assets.assets.evaluation import EVALUATION_FILE
 from cogniverse_assets.assets.optimization_plan import PLAN_FILE
@@ -44,14 +44,20 @@ class LaneOutcome:
     lm_calls: int | None
 
 
-def prepare_instance(dagster_home: Path, tenants: list[str]) -> dg.DagsterInstance:
-    """The project's instance config in ``dagster_home``, storage created, tenant partitions added.
+def prepare_instance(
+    dagster_home: Path, tenants: list[str], max_concurrent_runs: int | None = None
+) -> dg.DagsterInstance:
+    """The project's instance config in ``dagster_home`` (``max_concurrent_runs`` overrides its run
+    queue's limit), storage created, tenant partitions added.
 
     Done before the daemon starts: two processes creating a fresh SQLite storage at once race on
     its schema migrations.
     """
     dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", dagster_home / "dagster.yaml")
+    config = yaml.safe_load((REPO_ROOT / "dagster_home" / "dagster.yaml").read_text())
+    if max_concurrent_runs is not None:
+        config["run_coordinator"]["config"]["max_concurrent_runs"] = max_concurrent_runs
+    (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     instance = dg.DagsterInstance.from_config(str(dagster_home))
     register_partitions(instance, tenants)
     return instance

@@ -125,6 +125,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         stop_daemon,
         wait_for_runs,
     )
+    from cogniverse_assets.deployment import STEP_EXECUTION_ENV
     from cogniverse_assets.traffic import emit_traffic
     from cogniverse_resources.artifacts import ArtifactStore
     from cogniverse_resources.paths import data_dir
@@ -154,7 +155,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         print(f"{tenant_id}: {report.spans} spans, {report.annotated} annotated", flush=True)
     home = data_dir() / "demo_dagster_home"
-    instance = prepare_instance(home, list(settings))
+    # One lane at a time, each in one process: the local LM server answers one call at a time, and
+    # on 2 cores two runs taking turns on it, or a fresh process per step, cost more than they
+    # overlap (docs/benchmarks.md, "make demo"). A user's own COGNIVERSE_STEP_EXECUTION wins.
+    instance = prepare_instance(home, list(settings), max_concurrent_runs=1)
+    os.environ.setdefault(STEP_EXECUTION_ENV, "in_process")
     already = len([run for run in instance.get_runs() if run.tags.get("trigger") == "trace_threshold_sensor"])
     daemon = start_daemon(home, data_dir() / "run" / "demo-daemon.log")
     try:
