@@ -5,7 +5,9 @@ balanced), samples content of the matching modality from the content backend, an
 teacher LM for a query that the content answers and that calls for the target label. Each
 candidate is validated — non-empty and sane length, not a duplicate of a real or earlier synthetic
 query, and a separate verifier call agreeing that the query calls for the intended label — and
-retried up to ``MAX_ATTEMPTS`` times with other content.
+retried up to ``MAX_ATTEMPTS`` times with other content. A paraphrase that comes back as a duplicate
+is retried as a direct request: the local 0.5B teacher tends to return the seed it was asked to
+reword, at temperature 0 each time, so retrying the same style only spends LM calls.
 
 The verifier is the teacher, not the module's current router: a router check would keep only
 queries the router already gets right, which teaches it nothing.
@@ -157,6 +159,8 @@ class SyntheticQueryGenerator:
                 continue
             if normalize_query(query) in seen:
                 report.reject("duplicate")
+                if style_key == "paraphrase":
+                    augmentation = "direct"
                 continue
             verdict = self.check(query=query, intended_decision=self._intended(label))
             report.lm_calls += 1

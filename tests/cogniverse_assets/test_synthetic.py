@@ -105,3 +105,22 @@ def test_cold_start_lane_generates_synthetic_data_with_the_local_lm(tenant_env, 
     assert set(training.loc[training["split"] == "train", "provenance"]) == {"synthetic"}
     (event,) = result.asset_materializations_for_node(synthetic_examples_assets[0].op.name)
     assert event.metadata["lm_calls"].value >= 2 * len(synthetic)
+
+
+def test_a_paraphrase_that_returns_a_known_query_is_retried_as_a_direct_request():
+    labels = len(get_module("modality").labels)
+    answers = []
+    for i in range(labels):  # the first round (direct) fills every label
+        answers += [_written(f"distinct request number {i}"), {"agrees": True}]
+    answers += [_written("distinct request number 0")]  # the paraphrase round's first label: its seed back
+    answers += [_written("a fresh request"), {"agrees": True}]
+    generator = _generator(answers)
+
+    frame, report = generator.generate(labels + 1)
+
+    assert report.rejected == {"duplicate": 1}
+    last = frame.iloc[-1]
+    assert (last["query"], last["augmentation"], last["attempts"]) == ("a fresh request", "direct", 2)
+    paraphrase_prompt, retry_prompt = (str(call["messages"]) for call in generator.lm.history[-3:-1])
+    assert "paraphrase of this request" in paraphrase_prompt
+    assert "paraphrase" not in retry_prompt and "a natural, direct request" in retry_prompt
