@@ -5,7 +5,12 @@ balanced), samples content of the matching modality from the content backend, an
 teacher LM for a query that the content answers and that calls for the target label. Each
 candidate is validated — non-empty and sane length, not a duplicate of a real or earlier synthetic
 query, and a separate verifier call agreeing that the query calls for the intended label — and
-retried up to ``MAX_ATTEMPTS`` times with other content. A paraphrase that comes back as a duplicate
+retried up to ``MAX_ATTEMPTS`` times with other content. A candidate that repeats
+``COPIED_RUN_WORDS`` or more consecutive words of its content is rejected (``copies_content``): it
+is the library's text, not a user's request. The local 0.5B teacher returns the content's title,
+description and transcript nearly every time; once ``COPIES_BEFORE_STOP`` candidates were copies
+before any was accepted, generation stops and says so (``GenerationReport.stopped``) instead of
+spending the rest of the request on them. A paraphrase that comes back as a duplicate
 is retried as a direct request: the local 0.5B teacher tends to return the seed it was asked to
 reword, at temperature 0 each time, so retrying the same style only spends LM calls.
 
@@ -37,6 +42,9 @@ from cogniverse_resources.content import ContentBackend, ContentItem
 MAX_ATTEMPTS = 3
 MIN_QUERY_CHARS = 4
 MAX_QUERY_CHARS = 300
+# A user does not type eight words of the content in a row; a title (usually shorter) may be typed.
+COPIED_RUN_WORDS = 8
+COPIES_BEFORE_STOP = 5
 AUGMENTATIONS = ("direct", "paraphrase", "modality_variation", "complexity", "contrast")
 SYNTHETIC_COLUMNS = [
     "query",
@@ -89,9 +97,25 @@ class GenerationReport:
     rejected: dict[str, int] = field(default_factory=dict)
     lm_calls: int = 0
     seconds: float = 0.0
+    # Why generation ended before the request was met, if it did.
+    stopped: str | None = None
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+
+def _words(text: str) -> list[str]:
+    return "".join(ch if ch.isalnum() else " " for ch in text.lower()).split()
+
+
+def copies_content(query: str, content: str, run: int = COPIED_RUN_WORDS) -> bool:
+    """Whether ``query`` repeats ``run`` or more consecutive words of ``content``."""
+    words = _words(query)
+    if len(words) < run:
+        return False
+    source = _words(content)
+    runs = {tuple(source[i : i + run]) for i in range(len(source) - run + 1)}
+    return any(tuple(words[i : i + run]) in runs for i in range(len(words) - run + 1))
 
 
 class SyntheticQueryGenerator:
@@ -128,6 +152,13 @@ class SyntheticQueryGenerator:
         self.rng.shuffle(labels)
         with dspy.context(lm=self.lm, adapter=self.adapter):
             for index in range(n):
+                copies = report.rejected.get("copies_content", 0)
+                if not rows and copies >= COPIES_BEFORE_STOP:
+                    report.stopped = (
+                        f"the teacher LM copied its content instead of writing a request {copies} times before any "
+                        "candidate was accepted; set ROUTER_OPTIMIZER_TEACHER_MODEL to a stronger model"
+                    )
+                    break
                 label = labels[index % len(labels)]
                 augmentation = AUGMENTATIONS[(index // len(labels)) % len(AUGMENTATIONS)]
                 row = self._one(label, augmentation, seen, accepted_by_label, report)
@@ -156,6 +187,9 @@ class SyntheticQueryGenerator:
             query = " ".join(str(written.query).split())
             if not MIN_QUERY_CHARS <= len(query) <= MAX_QUERY_CHARS:
                 report.reject("length")
+                continue
+            if copies_content(query, content):
+                report.reject("copies_content")
                 continue
             if normalize_query(query) in seen:
                 report.reject("duplicate")

@@ -86,6 +86,8 @@ def build_synthetic_examples(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         combined = pd.concat([stored, fresh], ignore_index=True) if len(stored) else fresh
         path = artifacts.write_table(config.tenant_id, spec.name, SYNTHETIC_TABLE, combined)
         context.log.info(f"{config.tenant_id}/{spec.name}: generated {report.accepted}/{attempts} synthetic examples")
+        if report.stopped:
+            context.log.warning(f"{config.tenant_id}/{spec.name}: synthetic generation stopped: {report.stopped}")
         return dg.MaterializeResult(
             metadata={
                 **metadata,
@@ -93,6 +95,7 @@ def build_synthetic_examples(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
                 "total": len(combined),
                 "reason": plan.reason,
                 "rejected": dg.MetadataValue.json(report.rejected),
+                "stopped": report.stopped or "",
                 "lm_calls": report.lm_calls,
                 "generation_seconds": round(report.seconds, 1),
                 "per_label": dg.MetadataValue.json({k: int(v) for k, v in combined["label"].value_counts().items()}),

@@ -7,9 +7,8 @@ from dspy.utils import DummyLM
 from cogniverse_assets import blending
 from cogniverse_assets.assets.routing_traces import routing_traces_assets
 from cogniverse_assets.assets.synthetic_examples import SYNTHETIC_TABLE, synthetic_examples_assets
-from cogniverse_assets.assets.training_set import TRAINING_SET_TABLE, training_set_assets
 from cogniverse_assets.modules.registry import get_module
-from cogniverse_assets.synthetic import SyntheticQueryGenerator
+from cogniverse_assets.synthetic import COPIES_BEFORE_STOP, MAX_ATTEMPTS, SyntheticQueryGenerator, copies_content
 from cogniverse_resources.content import CatalogContentBackend, ContentBackendResource
 from cogniverse_resources.lm import LanguageModelResource
 from cogniverse_resources.stack import free_port
@@ -89,22 +88,53 @@ def test_synthetic_data_off_materializes_empty_with_the_reason(tenant_env):
 
 
 @pytest.mark.lm
-def test_cold_start_lane_generates_synthetic_data_with_the_local_lm(tenant_env, local_lm, monkeypatch):
+def test_cold_start_lane_with_the_local_lm_keeps_no_copied_content_and_says_why_it_stops(
+    tenant_env, local_lm, monkeypatch
+):
     monkeypatch.setattr(blending, "COLD_START_SYNTHETIC_EXAMPLES", 3)
     tenant = tenant_env.add("cold")
-    lane = [routing_traces_assets[0], synthetic_examples_assets[0], training_set_assets[0]]
+    lane = [routing_traces_assets[0], synthetic_examples_assets[0]]
     result = tenant_env.materialize(
         lane, tenant, content=ContentBackendResource(vespa_url=""), lm=LanguageModelResource()
     )
     assert result.success
     synthetic = tenant_env.artifacts.read_table(tenant, "modality", SYNTHETIC_TABLE)
-    assert 1 <= len(synthetic) <= 4
-    assert set(synthetic["label"]) <= set(get_module("modality").labels)
-    assert synthetic["query"].str.len().min() >= 4
-    training = tenant_env.artifacts.read_table(tenant, "modality", TRAINING_SET_TABLE)
-    assert set(training.loc[training["split"] == "train", "provenance"]) == {"synthetic"}
+    items = {item.id: item for item in CatalogContentBackend().items}
+    for row in synthetic.itertuples():
+        assert row.label in get_module("modality").labels
+        assert not copies_content(row.query, "\n".join(items[i].as_text() for i in row.source_item_ids))
     (event,) = result.asset_materializations_for_node(synthetic_examples_assets[0].op.name)
-    assert event.metadata["lm_calls"].value >= 2 * len(synthetic)
+    metadata = {key: value.value for key, value in event.metadata.items()}
+    # Four candidates were asked for; each is a write call, plus a verifier call when it is not rejected first.
+    assert len(synthetic) + sum(metadata["rejected"].values()) <= metadata["lm_calls"] <= 2 * 4 * MAX_ATTEMPTS
+    if len(synthetic) == 0:  # the 0.5B teacher copies its content (docs/benchmarks.md, "make demo")
+        assert metadata["rejected"].get("copies_content", 0) >= COPIES_BEFORE_STOP
+        assert "ROUTER_OPTIMIZER_TEACHER_MODEL" in metadata["stopped"]
+
+
+def test_candidates_that_copy_their_content_are_rejected_and_generation_stops():
+    description = "Security camera recording from the rear loading dock after closing time"
+    catalog = [
+        {"id": f"c-{modality}", "title": "Loading Dock", "description": description, "modality": modality}
+        for modality in ("video", "image", "audio", "document", "text")
+    ]
+    adapter = dspy.JSONAdapter()
+    lm = DummyLM([_written(f"Loading Dock. {description}")] * 20, adapter=adapter)
+    generator = SyntheticQueryGenerator(get_module("modality"), CatalogContentBackend(catalog), lm, adapter, seed=3)
+
+    frame, report = generator.generate(10)
+
+    assert frame.empty
+    assert report.rejected == {"copies_content": 6}  # two examples' three attempts each, then the stop
+    assert report.lm_calls == 6
+    assert "copied its content" in report.stopped
+
+
+def test_copies_content_flags_long_verbatim_runs_not_titles_or_rewordings():
+    content = "How to Debone a Whole Chicken. Chef Marco walks through breaking a whole chicken down into eight pieces."
+    assert copies_content("chef marco walks through breaking a whole chicken down", content)
+    assert not copies_content("How to Debone a Whole Chicken", content)  # a title is something users type
+    assert not copies_content("video tutorial on cutting a whole chicken into eight pieces", content)
 
 
 def test_a_paraphrase_that_returns_a_known_query_is_retried_as_a_direct_request():
