@@ -8,8 +8,8 @@ query, and a separate verifier call agreeing that the query calls for the intend
 retried up to ``MAX_ATTEMPTS`` times with other content. A candidate that repeats
 ``COPIED_RUN_WORDS`` or more consecutive words of its content is rejected (``copies_content``): it
 is the library's text, not a user's request. The local 0.5B teacher returns the content's title,
-description and transcript nearly every time; once ``COPIES_BEFORE_STOP`` candidates were copies
-before any was accepted, generation stops and says so (``GenerationReport.stopped``) instead of
+description and transcript nearly every time; after ``COPIES_BEFORE_STOP`` copies in a row,
+generation stops and says so (``GenerationReport.stopped``) instead of
 spending the rest of the request on them. A paraphrase that comes back as a duplicate
 is retried as a direct request: the local 0.5B teacher tends to return the seed it was asked to
 reword, at temperature 0 each time, so retrying the same style only spends LM calls.
@@ -99,6 +99,7 @@ class GenerationReport:
     seconds: float = 0.0
     # Why generation ended before the request was met, if it did.
     stopped: str | None = None
+    consecutive_copies: int = 0
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -152,11 +153,10 @@ class SyntheticQueryGenerator:
         self.rng.shuffle(labels)
         with dspy.context(lm=self.lm, adapter=self.adapter):
             for index in range(n):
-                copies = report.rejected.get("copies_content", 0)
-                if not rows and copies >= COPIES_BEFORE_STOP:
+                if report.consecutive_copies >= COPIES_BEFORE_STOP:
                     report.stopped = (
-                        f"the teacher LM copied its content instead of writing a request {copies} times before any "
-                        "candidate was accepted; set ROUTER_OPTIMIZER_TEACHER_MODEL to a stronger model"
+                        f"the teacher LM copied its content instead of writing a request {report.consecutive_copies} "
+                        "times in a row; set ROUTER_OPTIMIZER_TEACHER_MODEL to a stronger model"
                     )
                     break
                 label = labels[index % len(labels)]
@@ -174,6 +174,8 @@ class SyntheticQueryGenerator:
         self, label: str, augmentation: str, seen: set[str], accepted: dict[str, list[str]], report: GenerationReport
     ) -> dict | None:
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            if report.consecutive_copies >= COPIES_BEFORE_STOP:
+                return None
             items = self._content_for(label)
             if not items:
                 report.reject("no_content")
@@ -190,7 +192,9 @@ class SyntheticQueryGenerator:
                 continue
             if copies_content(query, content):
                 report.reject("copies_content")
+                report.consecutive_copies += 1
                 continue
+            report.consecutive_copies = 0
             if normalize_query(query) in seen:
                 report.reject("duplicate")
                 if style_key == "paraphrase":

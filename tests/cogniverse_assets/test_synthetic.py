@@ -125,9 +125,30 @@ def test_candidates_that_copy_their_content_are_rejected_and_generation_stops():
     frame, report = generator.generate(10)
 
     assert frame.empty
-    assert report.rejected == {"copies_content": 6}  # two examples' three attempts each, then the stop
-    assert report.lm_calls == 6
-    assert "copied its content" in report.stopped
+    assert report.rejected == {"copies_content": 5}  # the first example's 3 attempts, 2 of the second's, stop
+    assert report.lm_calls == 5
+    assert "copied its content instead of writing a request 5 times in a row" in report.stopped
+
+
+def test_copies_stop_generation_only_when_they_come_in_a_row():
+    description = "Security camera recording from the rear loading dock after closing time"
+    catalog = [
+        {"id": f"c-{modality}", "title": "Loading Dock", "description": description, "modality": modality}
+        for modality in ("video", "image", "audio", "document", "text")
+    ]
+    copy = _written(f"Loading Dock. {description}")
+    answers = []
+    for i in range(4):  # two copies, then a request of its own, accepted: each run of copies is broken
+        answers += [copy, copy, _written(f"night footage of the loading dock {i}"), {"agrees": True}]
+    adapter = dspy.JSONAdapter()
+    generator = SyntheticQueryGenerator(
+        get_module("modality"), CatalogContentBackend(catalog), DummyLM(answers, adapter=adapter), adapter, seed=3
+    )
+
+    frame, report = generator.generate(4)
+
+    assert len(frame) == 4 and report.stopped is None
+    assert report.rejected == {"copies_content": 8}
 
 
 def test_copies_content_flags_long_verbatim_runs_not_titles_or_rewordings():
