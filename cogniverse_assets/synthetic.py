@@ -9,10 +9,10 @@ retried up to ``MAX_ATTEMPTS`` times with other content. A candidate that repeat
 ``COPIED_RUN_WORDS`` or more consecutive words of its content is rejected (``copies_content``): it
 is the library's text, not a user's request. The local 0.5B teacher returns the content's title,
 description and transcript nearly every time; after ``COPIES_BEFORE_STOP`` copies in a row,
-generation stops and says so (``GenerationReport.stopped``) instead of
-spending the rest of the request on them. A paraphrase that comes back as a duplicate
-is retried as a direct request: the local 0.5B teacher tends to return the seed it was asked to
-reword, at temperature 0 each time, so retrying the same style only spends LM calls.
+generation stops and says so (``GenerationReport.stopped``) instead of spending the rest of the
+request on them. A paraphrase that comes back as a duplicate is retried as a direct request: the
+local 0.5B teacher tends to return the seed it was asked to reword, at temperature 0 each time, so
+retrying the same style only spends LM calls.
 
 The verifier is the teacher, not the module's current router: a router check would keep only
 queries the router already gets right, which teaches it nothing.
@@ -99,7 +99,7 @@ class GenerationReport:
     seconds: float = 0.0
     # Why generation ended before the request was met, if it did.
     stopped: str | None = None
-    consecutive_copies: int = 0
+    consecutive_copies: int = 0  # write calls in a row that returned copied content
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1

@@ -3,9 +3,10 @@
 ``python -m cogniverse_resources.lm_server`` takes ``llama_cpp.server``'s arguments. Two lanes on
 one server take turns (two tenants' runs, or a run next to the sensor's LLM annotations). Alone,
 llama.cpp keeps only the last prompt's KV state, so each turn evaluates the other lane's demo
-prefix again: measured here, alternating calls took 8.0 s against 2.2 s for the same calls one
-lane at a time (docs/benchmarks.md, "Local LM server"). With ``--cache`` the server keeps KV states
-by token prefix and each lane resumes its own.
+prefix again: measured here, calls taking turns took 9.5 s each against 2.6 s for the same calls
+one lane at a time; this server answers them in 2.1 s (``bench/lm_server.py``, docs/benchmarks.md,
+"Local LM server"). With ``--cache`` the server keeps KV states by token prefix and each lane
+resumes its own.
 
 Stock ``LlamaRAMCache`` is unsafe here: ``Llama.save_state`` also copies the logits of up to
 ``n_batch`` evaluated tokens (512 × 151,936 floats, about 300 MB for this model), and the cache's

@@ -405,6 +405,9 @@ def lm_service(
     port = port or lm_port()
     model_path = model_path or local_model_path()
     threads = os.environ.get("COGNIVERSE_LM_THREADS", str(os.cpu_count() or 2))
+    cache_mb = os.environ.get("COGNIVERSE_LM_PROMPT_CACHE_MB", "256").strip()
+    if not cache_mb.isdigit():
+        raise StackError(f"COGNIVERSE_LM_PROMPT_CACHE_MB={cache_mb!r}: expected a whole number of megabytes")
     spec = ServiceSpec(
         name="lm",
         command=[
@@ -426,7 +429,7 @@ def lm_service(
             "--cache_type",
             "ram",
             "--cache_size",
-            str(int(os.environ.get("COGNIVERSE_LM_PROMPT_CACHE_MB", "256")) << 20),
+            str(int(cache_mb) << 20),
             "--model_alias",
             LOCAL_MODEL_ALIAS,
             "--model",

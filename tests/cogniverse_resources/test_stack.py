@@ -41,6 +41,12 @@ def test_model_that_will_not_load_is_one_clear_error(tmp_path):
     assert not service.pid_file.exists()
 
 
+def test_an_unusable_prompt_cache_size_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("COGNIVERSE_LM_PROMPT_CACHE_MB", "1GB")
+    with pytest.raises(stack.StackError, match="COGNIVERSE_LM_PROMPT_CACHE_MB='1GB': expected a whole number"):
+        stack.lm_service(port=stack.free_port(), directory=tmp_path, model_path=tmp_path / "model.gguf")
+
+
 def test_down_only_stops_what_up_started(tmp_path):
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
