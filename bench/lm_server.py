@@ -31,14 +31,21 @@ from cogniverse_resources.lm import LanguageModelResource
 
 LANES = ("modality", "cross_modal")
 QUERIES = 8
+PROJECT_ONLY_OPTIONS = {"--logits_all", "--cache", "--cache_type", "--cache_size"}
 
 
 def stock_service(port: int, directory: Path, model_path: Path) -> stack.ManagedService:
-    """llama_cpp.server with its defaults (logits for every prompt token, no prompt cache)."""
+    """The project's server command run as stock llama_cpp.server, without the options the project
+    adds (so logits for every prompt token and no prompt cache); context, threads and model stay."""
     spec = stack.lm_service(port=port, directory=directory, model_path=model_path).spec
-    command = [sys.executable, "-m", "llama_cpp.server", "--host", stack.HOST, "--port", str(port)]
-    command += ["--n_ctx", "4096", "--n_threads", os.environ.get("COGNIVERSE_LM_THREADS", str(os.cpu_count() or 2))]
-    command += ["--model_alias", stack.LOCAL_MODEL_ALIAS, "--model", str(model_path)]
+    options = spec.command[3:]  # after `python -m cogniverse_resources.lm_server`: --name value pairs
+    kept = [
+        part
+        for name, value in zip(options[::2], options[1::2])
+        if name not in PROJECT_ONLY_OPTIONS
+        for part in (name, value)
+    ]
+    command = [sys.executable, "-m", "llama_cpp.server", *kept]
     return stack.ManagedService(dataclasses.replace(spec, command=command), directory)
 
 
