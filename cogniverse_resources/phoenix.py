@@ -80,9 +80,11 @@ class PhoenixResource(dg.ConfigurableResource):
     )
     read_database_url: str | None = Field(
         default=None,
-        description="postgresql:// URL of this Phoenix's own database (a read-only user will do): the sensor "
+        description="This Phoenix's own database: a postgresql:// URL (a read-only user will do), or "
+        "sqlite:/// and the absolute path of its SQLite file on this machine (opened read-only). The sensor "
         "then counts every lane exactly in one SQL statement, and ingestion reads a lane's feedback in one "
-        "statement, instead of GraphQL (cogniverse_resources.phoenix_database). Unset: GraphQL. Never used "
+        "statement, instead of GraphQL (cogniverse_resources.phoenix_database). Unset: GraphQL; `cogniverse "
+        "stack up`, `make run` and `make demo` set it to the database of the Phoenix they start. Never used "
         "for a tenant's own phoenix_endpoint.",
     )
 

@@ -345,6 +345,11 @@ def phoenix_executable() -> str:
     raise StackError("the Phoenix server is not installed: run `make .venv-phoenix` (or set COGNIVERSE_PHOENIX_BIN)")
 
 
+def sqlite_phoenix_database_url(working_dir: Path) -> str:
+    """The SQLite database of a Phoenix in ``working_dir``: where Phoenix puts it by default."""
+    return f"sqlite:///{Path(working_dir).resolve()}/phoenix.db"
+
+
 def phoenix_service(
     working_dir: Path | None = None,
     port: int | None = None,
@@ -373,7 +378,7 @@ def phoenix_service(
                 f"(set by {' or '.join(PHOENIX_DATABASE_VARIABLES)})"
             )
     else:
-        database_url = f"sqlite:///{working_dir}/phoenix.db"  # where Phoenix puts it by default
+        database_url = sqlite_phoenix_database_url(working_dir)
     spec = ServiceSpec(
         name="phoenix",
         command=[phoenix_executable(), "serve"],

@@ -100,10 +100,27 @@ def phoenix(request, phoenix_backend) -> PhoenixResource:
     return request.getfixturevalue(f"phoenix_{phoenix_backend}")
 
 
+@pytest.fixture
+def phoenix_database(request, phoenix_backend) -> str:
+    """The URL of ``phoenix``'s own database, as ``COGNIVERSE_PHOENIX_READ_DATABASE_URL`` names it."""
+    return request.getfixturevalue(f"phoenix_{phoenix_backend}_database")
+
+
 @pytest.fixture(scope="session")
-def phoenix_sqlite(tmp_path_factory, isolated_data_dir) -> PhoenixResource:
+def phoenix_sqlite_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("phoenix")
+
+
+@pytest.fixture(scope="session")
+def phoenix_sqlite_database(phoenix_sqlite_root, phoenix_sqlite) -> str:
+    """The URL of the session's SQLite Phoenix's database file."""
+    return stack.sqlite_phoenix_database_url(phoenix_sqlite_root / "working")
+
+
+@pytest.fixture(scope="session")
+def phoenix_sqlite(phoenix_sqlite_root, isolated_data_dir) -> PhoenixResource:
     """The session's Phoenix on SQLite; ``PHOENIX_ENDPOINT`` names it (``from_env`` finds it)."""
-    root = tmp_path_factory.mktemp("phoenix")
+    root = phoenix_sqlite_root
     port, grpc_port = stack.free_port(), stack.free_port()
     service = stack.phoenix_service(working_dir=root / "working", port=port, grpc_port=grpc_port, directory=root)
     service.start()

@@ -159,7 +159,7 @@ def read_feedback(
     log: logging.Logger | dg.DagsterLogManager,
 ) -> dict[str, list[dict]]:
     """The ``routing_feedback`` annotations of ``module``'s spans with ``start <= start_time < end``,
-    grouped by span id. With ``phoenix.read_database_url`` (the shared Phoenix on Postgres; never set
+    grouped by span id. With ``phoenix.read_database_url`` (the shared Phoenix's database; never set
     for a tenant's own Phoenix) one SQL statement reads them; GraphQL resolves each field of each
     annotation on its own, the larger part of ingestion's cost above the span pages
     (docs/benchmarks.md). If the database fails, the read goes through GraphQL, logged (the message

@@ -1,6 +1,8 @@
-"""Exact counts read from a real Phoenix's Postgres database, against the GraphQL counts of the same
-Phoenix and against what ``routing_traces`` ingestion labels (``cogniverse_assets.examples``)."""
+"""Exact counts and feedback read from a real Phoenix's own database, Postgres and SQLite, against
+the GraphQL reads of the same Phoenix and against what ``routing_traces`` ingestion labels
+(``cogniverse_assets.examples``)."""
 
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from cogniverse_resources import phoenix_database, settings
 from cogniverse_resources import trace_contract as tc
 from cogniverse_resources.phoenix import LaneCountRequest, PhoenixResource
 from cogniverse_resources.phoenix_database import PhoenixDatabase, PhoenixDatabaseUnavailable
-from cogniverse_resources.stack import free_port
+from cogniverse_resources.stack import free_port, sqlite_phoenix_database_url
 from cogniverse_resources.tracer import RoutingDecision, RoutingTracer
 
 NOW = datetime.now(timezone.utc)
@@ -83,10 +85,29 @@ def _modality(query="a query", **attributes) -> dict:
     return {tc.MODULE: "modality", tc.QUERY: query, **attributes}
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def backend(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def agreeing_tenant(phoenix_postgres) -> str:
+def phoenix_read(request, backend) -> PhoenixResource:
+    """The Phoenix whose database is read: the session's SQLite or Postgres one."""
+    return request.getfixturevalue(f"phoenix_{backend}")
+
+
+@pytest.fixture(scope="module")
+def database_url(request, backend, phoenix_read) -> str:
+    if backend == "sqlite":
+        return request.getfixturevalue("phoenix_sqlite_database")
+    # Phoenix's own form of the URL, as an operator would copy it from PHOENIX_SQL_DATABASE_URL.
+    return request.getfixturevalue("phoenix_postgres_database").replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+@pytest.fixture(scope="module")
+def agreeing_tenant(phoenix_read) -> str:
     """Spans on which GraphQL's filter and ingestion's rules agree."""
-    spans = Spans(phoenix_postgres, "db-agree")
+    spans = Spans(phoenix_read, "db-agree")
     spans.annotate(spans.decision("modality", "video", 0.2, start=OLD), "image")  # human label
     spans.annotate(spans.decision("modality", "video", 0.2), "audio", "LLM")  # LLM label
     spans.decision("modality", "video", 0.9)  # the router's answer: confident, agent succeeded
@@ -104,10 +125,10 @@ def agreeing_tenant(phoenix_postgres) -> str:
 
 
 @pytest.fixture(scope="module")
-def differing_tenant(phoenix_postgres) -> str:
+def differing_tenant(phoenix_read) -> str:
     """Spans GraphQL's filter counts and ingestion does not label (all modality, min confidence 0.7),
     and one both count."""
-    spans = Spans(phoenix_postgres, "db-differ")
+    spans = Spans(phoenix_read, "db-differ")
     spans.annotate(spans.decision("modality", "video", 0.2), "image")  # both count it
     spans.annotate(spans.decision("modality", "video", 0.2), "image", "CODE")  # a CODE annotator
     contradicted = spans.decision("modality", "video", 0.2)
@@ -125,9 +146,8 @@ def differing_tenant(phoenix_postgres) -> str:
 
 
 @pytest.fixture(scope="module")
-def counter(phoenix_postgres_database, phoenix_postgres) -> PhoenixDatabase:
-    # Phoenix's own form of the URL, as an operator would copy it from PHOENIX_SQL_DATABASE_URL.
-    return PhoenixDatabase(phoenix_postgres_database.replace("postgresql://", "postgresql+asyncpg://", 1))
+def counter(database_url) -> PhoenixDatabase:
+    return PhoenixDatabase(database_url)
 
 
 def _requests(tenants, since, min_confidence, modules=tc.MODULE_NAMES) -> dict[str, LaneCountRequest]:
@@ -146,13 +166,13 @@ def _ingested_labels(phoenix: PhoenixResource, tenant: str, module: str, min_con
     return sum(example["provenance"] in LABELED_PROVENANCES for example in labeled)
 
 
-def test_database_counts_equal_graphql_counts_where_the_rules_agree(phoenix_postgres, counter, agreeing_tenant):
+def test_database_counts_equal_graphql_counts_where_the_rules_agree(phoenix_read, counter, agreeing_tenant):
     absent = f"db-absent-{uuid.uuid4().hex[:6]}"  # no project
     tenants = [agreeing_tenant, absent]
     for since in (None, MIDDLE - timedelta(minutes=30), NEW - timedelta(minutes=30), NOW + timedelta(minutes=5)):
         for min_confidence in (0.7, 0.5):
             requests = _requests(tenants, since, min_confidence)
-            graphql, errors = phoenix_postgres.count_labeled_routing_spans_many(requests)
+            graphql, errors = phoenix_read.count_labeled_routing_spans_many(requests)
             assert errors == {}
             assert counter.count(requests) == graphql, (since, min_confidence)
     everything = counter.count(_requests(tenants, None, 0.7))
@@ -164,30 +184,28 @@ def test_database_counts_equal_graphql_counts_where_the_rules_agree(phoenix_post
         "routing": 1,
     }
     # Ingestion labels the same spans.
-    assert {module: _ingested_labels(phoenix_postgres, agreeing_tenant, module, 0.7) for module in tc.MODULE_NAMES} == (
+    assert {module: _ingested_labels(phoenix_read, agreeing_tenant, module, 0.7) for module in tc.MODULE_NAMES} == (
         everything[agreeing_tenant]
     )
 
 
-def test_database_counts_what_ingestion_labels_where_graphql_counts_more(phoenix_postgres, counter, differing_tenant):
+def test_database_counts_what_ingestion_labels_where_graphql_counts_more(phoenix_read, counter, differing_tenant):
     requests = _requests([differing_tenant], None, 0.7, modules=["modality"])
-    graphql, _ = phoenix_postgres.count_labeled_routing_spans_many(requests)
-    ingested = _ingested_labels(phoenix_postgres, differing_tenant, "modality", 0.7)
+    graphql, _ = phoenix_read.count_labeled_routing_spans_many(requests)
+    ingested = _ingested_labels(phoenix_read, differing_tenant, "modality", 0.7)
     assert ingested == 1
     assert counter.count(requests) == {differing_tenant: {"modality": ingested}}
     assert graphql == {differing_tenant: {"modality": 9}}  # the GraphQL filter cannot tell these apart
 
 
-def test_feedback_from_the_database_equals_the_graphql_read(
-    phoenix_postgres, counter, agreeing_tenant, differing_tenant
-):
+def test_feedback_from_the_database_equals_the_graphql_read(phoenix_read, counter, agreeing_tenant, differing_tenant):
     start, end = NOW - timedelta(days=1), datetime.now(timezone.utc) + timedelta(minutes=1)
     windows = [(start, end), (NEW - timedelta(minutes=30), end), (start, MIDDLE - timedelta(minutes=30))]
     absent = f"db-absent-{uuid.uuid4().hex[:6]}"  # no project
     for tenant in (agreeing_tenant, differing_tenant, absent):
         for module in tc.MODULE_NAMES:
             for window in windows:
-                graphql = phoenix_postgres.feedback_annotations_between(tenant, module, *window)
+                graphql = phoenix_read.feedback_annotations_between(tenant, module, *window)
                 assert counter.feedback_annotations_between(tenant, module, *window, timeout_s=30) == graphql
     # What the comparison covered: several annotations on one span, every kind, a score without a
     # label, a label outside the module's; other modules' and other windows' feedback left out.
@@ -206,39 +224,61 @@ def test_feedback_from_the_database_equals_the_graphql_read(
 
 
 def test_lanes_go_in_statements_of_whole_tenants_and_stop_at_the_deadline(
-    counter, agreeing_tenant, monkeypatch, phoenix_postgres_database
+    counter, agreeing_tenant, monkeypatch, database_url
 ):
     tenants = [agreeing_tenant, *(f"db-absent-{index}" for index in range(4))]
     requests = _requests(tenants, None, 0.7)
-    whole = PhoenixDatabase(phoenix_postgres_database).count(requests)
+    whole = PhoenixDatabase(database_url).count(requests)
     monkeypatch.setattr(phoenix_database, "LANES_PER_STATEMENT", 7)  # two tenants of three lanes a statement
-    chunked = PhoenixDatabase(phoenix_postgres_database)
+    chunked = PhoenixDatabase(database_url)
     assert chunked.count(requests) == whole and chunked.statements == 3
-    late = PhoenixDatabase(phoenix_postgres_database)
+    late = PhoenixDatabase(database_url)
     # Past the deadline only the first statement runs: its tenants are counted entirely, the others not at all.
     assert late.count(requests, deadline=time.monotonic() - 1) == {tenant: whole[tenant] for tenant in tenants[:2]}
     assert late.statements == 1
 
 
-def test_every_read_runs_in_a_read_only_transaction(counter, monkeypatch):
+def test_every_read_is_read_only(counter, backend, monkeypatch):
     write = "INSERT INTO projects (name) VALUES ('written') RETURNING id, 0"
-    monkeypatch.setattr(phoenix_database, "_COUNT_SQL", write)
-    with pytest.raises(PhoenixDatabaseUnavailable, match="read-only transaction"):
+    refused = {"postgres": "read-only transaction", "sqlite": "attempt to write a readonly database"}[backend]
+    for statement in ("_COUNT_SQL", "_SQLITE_COUNT_SQL", "_FEEDBACK_SQL", "_SQLITE_FEEDBACK_SQL"):
+        monkeypatch.setattr(phoenix_database, statement, write)
+    with pytest.raises(PhoenixDatabaseUnavailable, match=refused):
         counter.count(_requests(["anyone"], None, 0.7))
-    monkeypatch.setattr(phoenix_database, "_FEEDBACK_SQL", write)
-    with pytest.raises(PhoenixDatabaseUnavailable, match="read-only transaction"):
+    with pytest.raises(PhoenixDatabaseUnavailable, match=refused):
         counter.feedback_annotations_between("anyone", "modality", NOW, NOW, timeout_s=5)
 
 
-def test_an_unusable_database_is_a_clear_error_without_the_password(phoenix_postgres_database):
+def test_a_sqlite_phoenix_is_read_beside_its_writer(phoenix_sqlite, phoenix_sqlite_database, monkeypatch):
+    """Reading Phoenix's SQLite file from another process is safe only because Phoenix keeps it in
+    write-ahead-log mode (readers never block its writer); and a statement that runs past its
+    timeout is interrupted, as on Postgres."""
+    journal = PhoenixDatabase(phoenix_sqlite_database)._read(
+        "journal", "failed to read", lambda connection: connection.execute("PRAGMA journal_mode").fetchone()[0]
+    )
+    assert journal == "wal"
+    endless = "WITH RECURSIVE step(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM step) SELECT count(*), 0 FROM step"
+    monkeypatch.setattr(phoenix_database, "_SQLITE_COUNT_SQL", endless)
+    monkeypatch.setattr(phoenix_database, "STATEMENT_TIMEOUT_S", 0.2)
+    started = time.monotonic()
+    with pytest.raises(PhoenixDatabaseUnavailable, match="after its 0.2 s timeout"):
+        PhoenixDatabase(phoenix_sqlite_database).count(_requests(["anyone"], None, 0.7))
+    assert time.monotonic() - started < 5
+
+
+def test_an_unusable_database_is_a_clear_error_without_the_password(phoenix_postgres_database, tmp_path):
     requests = _requests(["anyone"], None, 0.7)
     dead = f"postgresql://reader:s3cret-pw@127.0.0.1:{free_port()}/phoenix"
     no_phoenix = urlunsplit(urlsplit(phoenix_postgres_database)._replace(path="/postgres"))  # no Phoenix tables
+    sqlite3.connect(tmp_path / "phoenix.db").close()  # a SQLite file without Phoenix's tables
     cases = {
         dead: "could not connect to Phoenix's database postgresql://***@127.0.0.1",
         no_phoenix: 'relation "projects" does not exist',
-        "sqlite:////tmp/phoenix.db": "only a Phoenix on Postgres can be read this way",
-        "postgresql://reader:s3cret-pw@[::1/phoenix": "is not a Postgres URL",  # unparseable
+        sqlite_phoenix_database_url(tmp_path): "no such table: projects",
+        sqlite_phoenix_database_url(tmp_path / "missing"): "could not connect to Phoenix's database sqlite:///",
+        "sqlite:///phoenix.db": "is not sqlite:/// followed by an absolute path",
+        "mysql://reader:s3cret-pw@db/phoenix": "is neither a Postgres URL",
+        "postgresql://reader:s3cret-pw@[::1/phoenix": "is neither a Postgres URL",  # unparseable
     }
     reads = {
         "count": lambda database: database.count(requests),

@@ -295,19 +295,20 @@ def _ingest(phoenix: PhoenixResource, tenant: str, root, log=None) -> pd.DataFra
     return artifacts.read_table(tenant, "modality", TRACES_TABLE)
 
 
+@pytest.mark.phoenix_backends
 def test_with_phoenixs_database_feedback_is_read_in_sql_and_labels_as_graphql_does(
-    phoenix_postgres, phoenix_postgres_database, tmp_path, monkeypatch
+    phoenix, phoenix_database, tmp_path, monkeypatch
 ):
-    tenant = f"pg-feedback-{uuid.uuid4().hex[:6]}"
-    emit_traffic(phoenix_postgres, tenant, n=30, feedback_rate=0.5, seed=4, modules=["modality"], progress=False)
-    through_graphql = _ingest(phoenix_postgres, tenant, tmp_path / "graphql")
+    tenant = f"db-feedback-{uuid.uuid4().hex[:6]}"
+    emit_traffic(phoenix, tenant, n=30, feedback_rate=0.5, seed=4, modules=["modality"], progress=False)
+    through_graphql = _ingest(phoenix, tenant, tmp_path / "graphql")
     assert set(through_graphql["provenance"]) >= {"human", "llm"}  # the feedback decided labels
 
     def no_graphql(*args, **kwargs):
         raise AssertionError("the feedback went through GraphQL")
 
     monkeypatch.setattr(PhoenixResource, "feedback_annotations_between", no_graphql)
-    database = PhoenixResource(endpoint=phoenix_postgres.endpoint, read_database_url=phoenix_postgres_database)
+    database = PhoenixResource(endpoint=phoenix.endpoint, read_database_url=phoenix_database)
     through_database = _ingest(database, tenant, tmp_path / "database")
     pd.testing.assert_frame_equal(through_database, through_graphql)
 
