@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 
-from cogniverse_resources import stack
+from cogniverse_resources import settings, stack
+from cogniverse_resources.phoenix import PhoenixResource
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,11 +43,22 @@ def stack_up(with_lm: bool = True) -> None:
     print(f"starting Phoenix on {stack.phoenix_url()} (first start takes 30-60 s) ...", flush=True)
     state = phoenix.start()
     print(f"phoenix  healthy  {stack.phoenix_url()}  (pid {state.pid}, log {state.log_file})", flush=True)
+    read_own_database(phoenix)
     if with_lm:
         print("checking the local LM model (downloads ~470 MB once) ...", flush=True)
         model = stack.ensure_local_model()
         state = stack.lm_service(model_path=model).start()
         print(f"lm       healthy  {stack.local_lm_api_base()}  (pid {state.pid}, log {state.log_file})", flush=True)
+
+
+def read_own_database(phoenix: stack.ManagedService) -> None:
+    """Point the pipeline at the database of the Phoenix the stack started, for the sensor's counts
+    and ingestion's feedback (``COGNIVERSE_PHOENIX_READ_DATABASE_URL``, read by the processes this
+    one starts): GraphQL would cost the sensor a tick per ~90 tenants (docs/benchmarks.md). Only
+    when the pipeline's Phoenix is that one; a user's own setting wins."""
+    [variable] = settings.RESOURCE_ENV["PhoenixResource"]["read_database_url"].variables
+    if PhoenixResource.from_env().endpoint.rstrip("/") == stack.phoenix_url():
+        os.environ.setdefault(variable, phoenix.spec.env["PHOENIX_SQL_DATABASE_URL"])
 
 
 def stack_down() -> None:

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -48,3 +49,23 @@ def test_bad_input_is_one_clear_error(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith("cogniverse: error:")
+
+
+def test_the_stack_points_the_pipeline_at_its_own_phoenix_database(tmp_path, monkeypatch):
+    from cogniverse_assets.cli.stack import read_own_database
+    from cogniverse_resources import stack
+
+    variable = "COGNIVERSE_PHOENIX_READ_DATABASE_URL"
+    for name in (variable, "PHOENIX_ENDPOINT", "PHOENIX_COLLECTOR_ENDPOINT", *stack.PHOENIX_DATABASE_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    phoenix = stack.phoenix_service(working_dir=tmp_path / "phoenix", port=16006, grpc_port=14317)
+    monkeypatch.setenv("PHOENIX_PORT", "16006")
+    monkeypatch.setenv("PHOENIX_ENDPOINT", "http://phoenix.elsewhere:6006")  # another Phoenix: not its database
+    read_own_database(phoenix)
+    assert variable not in os.environ
+    monkeypatch.setenv("PHOENIX_ENDPOINT", stack.phoenix_url())
+    read_own_database(phoenix)
+    assert os.environ[variable] == f"sqlite:///{(tmp_path / 'phoenix').resolve()}/phoenix.db"
+    monkeypatch.setenv(variable, "postgresql://reader@db.internal/phoenix")  # the user's own setting wins
+    read_own_database(phoenix)
+    assert os.environ[variable] == "postgresql://reader@db.internal/phoenix"
