@@ -276,8 +276,8 @@ def _optimized_with_new_labels(env, count: int, prefix: str, new_labels: set[int
     return tenants
 
 
-@pytest.mark.parametrize("phoenix_backend", ["postgres"], indirect=True)
-def test_the_count_database_decides_every_due_lane_in_one_tick(tenant_env, phoenix_postgres_database, monkeypatch):
+@pytest.mark.phoenix_backends
+def test_the_count_database_decides_every_due_lane_in_one_tick(tenant_env, phoenix_database, monkeypatch):
     # As in the budget test above, 14 tenants need exact counts and the budget is spent before the
     # first one; GraphQL would count 12 and defer 2. Phoenix's database counts all of them at once.
     fresh = {0, 12, 13}  # tenants with a new labeled span per module since their last success
@@ -291,7 +291,7 @@ def test_the_count_database_decides_every_due_lane_in_one_tick(tenant_env, phoen
     later = datetime.now(timezone.utc) + timedelta(seconds=61)
     monkeypatch.setattr(sensors, "datetime", _Clock(later))
     # Built, not model_copy'd: Dagster rebuilds a resource from its constructor's fields.
-    phoenix = PhoenixResource(endpoint=tenant_env.phoenix.endpoint, read_database_url=phoenix_postgres_database)
+    phoenix = PhoenixResource(endpoint=tenant_env.phoenix.endpoint, read_database_url=phoenix_database)
 
     configs = [tenant_env.config_store.store().get(tenant) for tenant in tenants]
     checks, unreachable = sensors.evaluate_tenants(tenant_env.instance, phoenix, configs, later, count_budget_s=0.0)
@@ -322,9 +322,9 @@ def _graphql_requests(monkeypatch) -> list[str]:
     return made
 
 
-@pytest.mark.parametrize("phoenix_backend", ["postgres"], indirect=True)
+@pytest.mark.phoenix_backends
 def test_the_count_database_replaces_both_graphql_stages_with_the_same_verdicts(
-    tenant_env, phoenix_postgres_database, monkeypatch
+    tenant_env, phoenix_database, monkeypatch
 ):
     # Lanes of every kind stage 1 and 2 decide: optimized with and without new labels (exact count
     # and upper bound below the threshold), never optimized (stage 1's exact count), inside the interval.
@@ -342,7 +342,7 @@ def test_the_count_database_replaces_both_graphql_stages_with_the_same_verdicts(
     graphql_checks, unreachable = sensors.evaluate_tenants(tenant_env.instance, tenant_env.phoenix, configs, later)
     assert unreachable == [] and made, "the GraphQL path counted without GraphQL"
     made.clear()
-    phoenix = PhoenixResource(endpoint=tenant_env.phoenix.endpoint, read_database_url=phoenix_postgres_database)
+    phoenix = PhoenixResource(endpoint=tenant_env.phoenix.endpoint, read_database_url=phoenix_database)
     database_checks, unreachable = sensors.evaluate_tenants(tenant_env.instance, phoenix, configs, later, 0.0)
     assert unreachable == [] and made == []  # neither stage 1's bound nor stage 2's exact counts
 
@@ -357,18 +357,18 @@ def test_the_count_database_replaces_both_graphql_stages_with_the_same_verdicts(
         assert database.verdict != DEFERRED
 
 
-@pytest.mark.parametrize("phoenix_backend", ["postgres"], indirect=True)
-def test_the_count_database_budget_defers_the_rest_in_turn(tenant_env, phoenix_postgres_database, monkeypatch):
+@pytest.mark.phoenix_backends
+def test_the_count_database_budget_defers_the_rest_in_turn(tenant_env, phoenix_database, monkeypatch):
     # One tenant a statement and no budget: the first statement runs, the others wait their turn.
-    from cogniverse_resources import phoenix_database
+    from cogniverse_resources import phoenix_database as database_reads
 
     tenants = _optimized_with_new_labels(tenant_env, 3, "dbturn", {0, 1, 2})
-    monkeypatch.setattr(phoenix_database, "LANES_PER_STATEMENT", 3)
+    monkeypatch.setattr(database_reads, "LANES_PER_STATEMENT", 3)
     monkeypatch.setattr(sensors, "DATABASE_COUNT_BUDGET_S", -1.0)
     later = datetime.now(timezone.utc) + timedelta(seconds=61)
     monkeypatch.setattr(sensors, "datetime", _Clock(later))
     made = _graphql_requests(monkeypatch)
-    phoenix = PhoenixResource(endpoint=tenant_env.phoenix.endpoint, read_database_url=phoenix_postgres_database)
+    phoenix = PhoenixResource(endpoint=tenant_env.phoenix.endpoint, read_database_url=phoenix_database)
 
     first = _tick(tenant_env, phoenix)
     assert {request.tags["tenant"] for request in first.run_requests} == {tenants[0]}
@@ -512,6 +512,7 @@ def test_failure_lookups_cost_the_same_storage_queries_for_any_number_of_tenants
             _fail(tenant_env, tenant, stage="evaluation", attempt=1)
             _fail(tenant_env, tenant, module="routing", stage="routing_traces", attempt=1, plan_first=False)
         calls.clear()
+        monkeypatch.setattr(sensors, "_latest_events", {})  # both read every stage, as a first tick does
         configs = [tenant_env.config_store.store().get(tenant) for tenant in tenants]
         last = sensors.last_successful_optimizations(tenant_env.instance, tenants)
         failures = sensors.last_lane_failures(tenant_env.instance, tenants, last)
@@ -557,6 +558,56 @@ def test_a_later_tick_reads_only_the_completions_it_has_not_seen(tenant_env, mon
     }
     monkeypatch.setattr(sensors, "_completion_times", {})  # the same answers with nothing remembered
     assert sensors.last_successful_optimizations(tenant_env.instance, tenants) == later
+
+
+def test_a_later_tick_reads_only_the_events_written_since_in_one_query_per_event_type(tenant_env, monkeypatch):
+    monkeypatch.setattr(sensors, "_latest_events", {})
+    tenants = [tenant_env.add("since") for _ in range(3)]
+    _fail(tenant_env, tenants[0], stage="evaluation", attempt=1)
+    calls: list[str] = []
+    for owner, name in (
+        (tenant_env.instance, "get_latest_storage_id_by_partition"),
+        (tenant_env.instance.event_log_storage, "get_event_records"),
+    ):
+        original = getattr(owner, name)
+
+        def counting(*args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counting)
+
+    def lookups() -> tuple[dict, dict]:
+        last = sensors.last_successful_optimizations(tenant_env.instance, tenants)
+        return last, sensors.last_lane_failures(tenant_env.instance, tenants, last)
+
+    first_last, first_failures = lookups()  # the first call reads every stage
+    assert calls.count("get_latest_storage_id_by_partition") == 3 + 3 * len(lane_keys("modality"))
+    assert set(first_failures) == {(tenants[0], "modality")}
+    # Between two ticks: a lane fails on another stage, another completes, the failed one recovers.
+    _fail(tenant_env, tenants[1], module="routing", stage="routing_traces", attempt=1)
+    tenant_env.instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=dg.AssetKey(["cross_modal", COMPLETION_STAGE]), partition=tenants[2])
+    )
+    tenant_env.instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=dg.AssetKey(["modality", COMPLETION_STAGE]), partition=tenants[0])
+    )
+    calls.clear()
+    later_last, later_failures = lookups()
+    assert calls == ["get_event_records", "get_event_records"]  # one per event type, no stage read again
+    assert set(later_failures) == {(tenants[1], "routing")}
+    assert later_last[(tenants[2], "cross_modal")][1] > 0 and later_last != first_last
+    monkeypatch.setattr(sensors, "_latest_events", {})  # the same answers with nothing remembered
+    assert lookups() == (later_last, later_failures)
+    # More new events than one read takes: every stage is read again, with the same answers.
+    monkeypatch.setattr(sensors, "NEW_EVENTS_READ_MAX", 0)
+    _fail(tenant_env, tenants[2], stage="evaluation", attempt=1)
+    calls.clear()
+    last, failures = lookups()
+    assert "get_latest_storage_id_by_partition" in calls and set(failures) == {
+        (tenants[1], "routing"),
+        (tenants[2], "modality"),
+    }
 
 
 @pytest.mark.phoenix_backends
