@@ -31,11 +31,9 @@ def private_phoenix(
     """Start Phoenix on free ports in a new temp folder (or on the data an earlier run left in
     ``root``); yield (folder, resource); stop it. The folder is kept; a Postgres database is
     dropped afterwards unless ``keep_database`` (then ``root`` can be reused). ``read_database``
-    (Postgres only) gives the resource Phoenix's database as its ``read_database_url``;
+    gives the resource Phoenix's database (either backend) as its ``read_database_url``;
     ``overrides`` are other resource fields (set when it is built: Dagster rebuilds a resource
     from those, so a ``model_copy`` update would be lost in a sensor)."""
-    if read_database and backend != "postgres":
-        raise ValueError("read_database needs backend='postgres': only a Phoenix on Postgres is read directly")
     root = root or Path(tempfile.mkdtemp(prefix=prefix))
     port, grpc_port = stack.free_port(), stack.free_port()
     with _database(root, backend, keep_database) as database_url:
@@ -45,7 +43,7 @@ def private_phoenix(
         service.start()
         try:
             if read_database:
-                overrides["read_database_url"] = database_url
+                overrides["read_database_url"] = database_url or stack.sqlite_phoenix_database_url(root / "phoenix")
             yield root, PhoenixResource.from_env(endpoint=stack.phoenix_url(port), **overrides)
         finally:
             service.stop()
@@ -58,10 +56,17 @@ def _database(root: Path, backend: str, keep: bool) -> Iterator[str | None]:
         return
     if backend != "postgres":
         raise ValueError(f"unknown backend {backend!r}; one of {', '.join(BACKENDS)}")
+    with postgres_database(root / DATABASE_NAME_FILE, keep) as url:
+        yield url
+
+
+@contextmanager
+def postgres_database(name_file: Path, keep: bool = False) -> Iterator[str]:
+    """A new database on the bench's Postgres server (``COGNIVERSE_BENCH_POSTGRES_URL``), or the
+    one ``name_file`` names from an earlier run; yields its URL; drops it afterwards unless ``keep``."""
     import psycopg2
 
     server = os.environ.get("COGNIVERSE_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_SERVER)
-    name_file = root / DATABASE_NAME_FILE
     reused = name_file.exists()
     name = name_file.read_text().strip() if reused else f"cogniverse_bench_{uuid.uuid4().hex[:10]}"
     try:

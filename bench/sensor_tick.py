@@ -12,24 +12,31 @@ Prints wall time, the number of Phoenix GraphQL requests and of statements on Ph
 (``--count-database``) of each; the sensor makes no LM call by construction (it has no LM resource).
 
     .venv/bin/python bench/sensor_tick.py [--tenants 1000] [--backend sqlite|postgres] [--count-concurrency 1]
-        [--count-database]
+        [--count-database] [--dagster sqlite|postgres]
 
-``--count-database`` (with ``--backend postgres``): exact counts read from Phoenix's Postgres
-database (``COGNIVERSE_PHOENIX_READ_DATABASE_URL``).
+``--count-database``: exact counts read from Phoenix's own database, Postgres or SQLite
+(``COGNIVERSE_PHOENIX_READ_DATABASE_URL``). ``--dagster postgres``: Dagster's storage in
+a new database on the bench's Postgres server (``deploy/dagster-postgres.yaml``, as deployed),
+dropped afterwards; default a temporary SQLite instance.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import shutil
 import sys
 import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dagster as dg
-from private_phoenix import private_phoenix
+from private_phoenix import postgres_database, private_phoenix
 
 from cogniverse_assets.modules.registry import ROUTING_MODULES
 from cogniverse_assets.partitions import tenants_partitions
@@ -39,6 +46,7 @@ from cogniverse_resources.phoenix import PhoenixResource
 from cogniverse_resources.phoenix_database import PhoenixDatabase
 from cogniverse_resources.tracer import RoutingDecision, RoutingTracer
 
+POSTGRES_INSTANCE_FILE = Path(__file__).resolve().parents[1] / "deploy" / "dagster-postgres.yaml"
 LABELS = {"modality": "video", "cross_modal": "none", "routing": "video_search_agent"}
 
 
@@ -92,12 +100,25 @@ def emit(phoenix: PhoenixResource, tenants: list[str], spans_per_module: int) ->
     return span_ids
 
 
+PROFILE_DIR = os.environ.get("COGNIVERSE_BENCH_PROFILE_DIR")  # set: each tick's cProfile stats go there
+ticks_profiled = 0
+
+
 def tick(instance, resources, counter: RequestCounter, cursor: str | None = None) -> tuple[float, int, int, object]:
     """One sensor evaluation: (wall s, GraphQL requests, database statements, result)."""
+    global ticks_profiled
     requests, statements = counter.requests, counter.statements
+    profile = cProfile.Profile() if PROFILE_DIR else None
     started = time.perf_counter()
+    if profile:
+        profile.enable()
     result = trace_threshold_sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor))
-    return time.perf_counter() - started, counter.requests - requests, counter.statements - statements, result
+    seconds = time.perf_counter() - started
+    if profile:
+        profile.disable()
+        ticks_profiled += 1
+        profile.dump_stats(Path(PROFILE_DIR) / f"tick{ticks_profiled}.prof")
+    return seconds, counter.requests - requests, counter.statements - statements, result
 
 
 MAX_STALLED_TICKS = 3  # the sweep gives up after this many ticks that counted nobody
@@ -113,6 +134,23 @@ def unreachable_reason(result) -> str | None:
     return reason if UNREACHABLE in reason else None
 
 
+@contextmanager
+def dagster_instance(root: Path, backend: str) -> Iterator[dg.DagsterInstance]:
+    """The bench's Dagster instance: temporary SQLite, or the deployed Postgres configuration on a
+    new database."""
+    home = root / "dagster"
+    home.mkdir()
+    if backend == "sqlite":
+        with dg.instance_for_test(temp_dir=str(home)) as instance:
+            yield instance
+        return
+    with postgres_database(root / "dagster_database") as url:
+        shutil.copy(POSTGRES_INSTANCE_FILE, home / "dagster.yaml")
+        os.environ["DAGSTER_POSTGRES_URL"] = url
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            yield instance
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tenants", type=int, default=1000)
@@ -120,14 +158,13 @@ def main() -> int:
     parser.add_argument("--verbose", action="store_true", help="print the first tick's skip reason")
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite", help="Phoenix's storage")
     parser.add_argument("--count-concurrency", type=int, default=1, help="exact-count requests in flight at once")
+    parser.add_argument("--dagster", choices=["sqlite", "postgres"], default="sqlite", help="Dagster's storage")
     parser.add_argument(
         "--count-database",
         action="store_true",
-        help="exact counts from Phoenix's Postgres database (--backend postgres)",
+        help="exact counts from Phoenix's own database (COGNIVERSE_PHOENIX_READ_DATABASE_URL)",
     )
     args = parser.parse_args()
-    if args.count_database and args.backend != "postgres":
-        parser.error("--count-database needs --backend postgres")
 
     with private_phoenix(
         "bench-sensor-",
@@ -148,8 +185,8 @@ def main() -> int:
 
         counter = RequestCounter()
         resources = {"config_store": config_store, "phoenix": phoenix}
-        (root / "dagster").mkdir()
-        with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
+        with dagster_instance(root, args.dagster) as instance:
+            started = time.perf_counter()
             instance.add_dynamic_partitions(tenants_partitions.name, tenants)
             # A third of the lanes were optimized a minute ago: not due (interval 1 h).
             for index, tenant in enumerate(tenants):
@@ -157,6 +194,7 @@ def main() -> int:
                 instance.report_runless_asset_event(
                     dg.AssetMaterialization(asset_key=[module, COMPLETION_STAGE], partition=tenant)
                 )
+            print(f"marked {len(tenants)} lanes optimized in {time.perf_counter() - started:.0f}s", flush=True)
             rows = []
             seconds, requests, statements, result = tick(instance, resources, counter)
             rows.append(("tick with runs to request", seconds, requests, statements, len(result.run_requests or [])))
@@ -167,6 +205,7 @@ def main() -> int:
                     instance.report_runless_asset_event(
                         dg.AssetMaterialization(asset_key=[module, COMPLETION_STAGE], partition=tenant)
                     )
+            print(f"marked all {len(ROUTING_MODULES) * len(tenants)} lanes optimized", flush=True)
             seconds, requests, statements, result = tick(instance, resources, counter)
             rows.append(
                 ("no-op tick (within intervals)", seconds, requests, statements, len(result.run_requests or []))
@@ -204,7 +243,8 @@ def main() -> int:
     counting = "Phoenix's database" if args.count_database else "GraphQL"
     print(
         f"\n{args.tenants} tenants x {len(ROUTING_MODULES)} modules, {os.cpu_count()} cores, "
-        f"Phoenix on {args.backend}, count concurrency {args.count_concurrency}, exact counts from {counting}"
+        f"Phoenix on {args.backend}, Dagster on {args.dagster}, count concurrency {args.count_concurrency}, "
+        f"exact counts from {counting}"
     )
     print(
         f"{'tick':44s} {'wall s':>7s} {'Phoenix requests':>17s} {'DB statements':>14s} {'run requests':>13s} "
