@@ -50,7 +50,8 @@ ATTEMPT_TAG = "attempt"  # run tag: which attempt of its round a lane run is (1 
 PARTITION_FILTER_MAX = 500
 # When each lane's latest completion happened, by storage id, kept from tick to tick in the code
 # server's process (per event storage and asset): an event's time never changes, and reading one
-# materialization record per optimized lane for it was 80 % of a no-op tick at 3,000 tenants.
+# materialization record per optimized lane for it was 80 % of a no-op tick at 3,000 tenants. The
+# times are read from storage's indexed columns (``completion_timestamps``), never from the records.
 _completion_times: dict[tuple[str, dg.AssetKey], dict[int, float]] = {}
 # Each lane stage's latest event per tenant, kept from tick to tick in the same way (per event
 # storage and event type): a tick then reads only the events written since the last one, in one
@@ -59,6 +60,8 @@ _completion_times: dict[tuple[str, dg.AssetKey], dict[int, float]] = {}
 # burst, say): the tick reads every stage again.
 _latest_events: dict[tuple[str, DagsterEventType], LatestEvents] = {}
 NEW_EVENTS_READ_MAX = 5000
+# Storage ids named in one query: SQLite allows 32,766 bound parameters a statement.
+STORAGE_IDS_PER_QUERY = 5000
 
 
 @dg.sensor(
@@ -219,7 +222,7 @@ def latest_storage_ids_by_key(
     known = _latest_events.get(cache_key)
     if known is None or not set(keys) <= set(known.by_key) or not _read_new_events(instance, known, event_type):
         # Read the watermark first: an event written during the full read is then read again next time.
-        newest = instance.event_log_storage.get_event_records(dg.EventRecordsFilter(event_type=event_type), limit=1)
+        newest = instance.get_asset_event_summary_records(event_type, limit=1)
         watermark = newest[0].storage_id if newest else 0
         known = LatestEvents(watermark, {key: latest_storage_ids(instance, key, event_type, None) for key in keys})
         _latest_events[cache_key] = known
@@ -232,20 +235,17 @@ def latest_storage_ids_by_key(
 
 def _read_new_events(instance: dg.DagsterInstance, known: LatestEvents, event_type: DagsterEventType) -> bool:
     """Fold the events of ``event_type`` written after ``known.watermark`` into ``known``. False
-    (``known`` unchanged) when there are more than ``NEW_EVENTS_READ_MAX`` of them. The storage's
-    own ``get_event_records``: the instance's is deprecated for these event types, in favour of
-    reads that each name one asset key."""
-    records = instance.event_log_storage.get_event_records(
-        dg.EventRecordsFilter(event_type=event_type, after_cursor=known.watermark),
-        limit=NEW_EVENTS_READ_MAX + 1,
-        ascending=True,
+    (``known`` unchanged) when there are more than ``NEW_EVENTS_READ_MAX`` of them. Summary records:
+    storage's indexed columns, no record deserialized."""
+    records = instance.get_asset_event_summary_records(
+        event_type, after_storage_id=known.watermark, limit=NEW_EVENTS_READ_MAX + 1, ascending=True
     )
     if len(records) > NEW_EVENTS_READ_MAX:
         return False
     for record in records:
         latest = known.by_key.get(record.asset_key)
-        if latest is not None and record.partition_key:
-            latest[record.partition_key] = max(latest.get(record.partition_key, 0), record.storage_id)
+        if latest is not None and record.partition:
+            latest[record.partition] = max(latest.get(record.partition, 0), record.storage_id)
         known.watermark = max(known.watermark, record.storage_id)
     return True
 
@@ -286,10 +286,7 @@ def last_successful_optimizations(
         stamps = {storage_id: known[storage_id] for storage_id in latest.values() if storage_id in known}
         unseen = [storage_id for storage_id in latest.values() if storage_id not in stamps]
         if unseen:
-            records = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=key, storage_ids=unseen), limit=len(unseen)
-            ).records
-            stamps.update({record.storage_id: record.timestamp for record in records})
+            stamps.update(completion_timestamps(instance, key, unseen))
         if storage:  # only the latest completions: the cache stays one entry per lane
             _completion_times[(storage, key)] = stamps
         for tenant_id, storage_id in latest.items():
@@ -297,6 +294,20 @@ def last_successful_optimizations(
                 moment = datetime.fromtimestamp(stamps[storage_id], tz=timezone.utc)
                 found[(tenant_id, module)] = (moment, storage_id)
     return found
+
+
+def completion_timestamps(instance: dg.DagsterInstance, key: dg.AssetKey, storage_ids: list[int]) -> dict[int, float]:
+    """When each of ``key``'s materializations in ``storage_ids`` happened: ``{storage id: POSIX
+    time}``, read from storage's indexed columns. Deserializing each record instead (its metadata
+    included) cost about 0.35 ms a completion (1.04 s of a profiled tick at 3,000 tenants)."""
+    stamps: dict[int, float] = {}
+    for start in range(0, len(storage_ids), STORAGE_IDS_PER_QUERY):
+        chunk = storage_ids[start : start + STORAGE_IDS_PER_QUERY]
+        records = instance.get_asset_event_summary_records(
+            DagsterEventType.ASSET_MATERIALIZATION, asset_key=key, storage_ids=chunk, limit=len(chunk)
+        )
+        stamps.update({record.storage_id: record.timestamp for record in records})
+    return stamps
 
 
 def _event_storage_identity(instance: dg.DagsterInstance) -> str | None:

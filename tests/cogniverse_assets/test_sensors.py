@@ -497,7 +497,7 @@ def test_a_run_that_failed_before_its_plan_is_retried_with_a_new_run_key(tenant_
 
 def test_failure_lookups_cost_the_same_storage_queries_for_any_number_of_tenants(tenant_env, monkeypatch):
     calls = []
-    for name in ("get_latest_storage_id_by_partition", "fetch_materializations", "fetch_observations"):
+    for name in ("get_latest_storage_id_by_partition", "get_asset_event_summary_records", "fetch_observations"):
         original = getattr(tenant_env.instance, name)
 
         def counting(*args, _original=original, _name=name, **kwargs):
@@ -538,15 +538,21 @@ def test_a_later_tick_reads_only_the_completions_it_has_not_seen(tenant_env, mon
     for tenant in tenants:
         complete(tenant)
     read: list[list[int]] = []
-    original = tenant_env.instance.fetch_materializations
+    original = sensors.completion_timestamps
 
-    def recording(records_filter, *args, **kwargs):
-        read.append(sorted(records_filter.storage_ids))
-        return original(records_filter, *args, **kwargs)
+    def recording(instance, key, storage_ids):
+        read.append(sorted(storage_ids))
+        return original(instance, key, storage_ids)
 
-    monkeypatch.setattr(tenant_env.instance, "fetch_materializations", recording)
+    monkeypatch.setattr(sensors, "completion_timestamps", recording)
     first = sensors.last_successful_optimizations(tenant_env.instance, tenants)
     assert len(first) == 3 and sum(map(len, read)) == 3
+    # The times read from storage's columns are the records' own.
+    for (tenant, module), (moment, storage_id) in first.items():
+        (record,) = tenant_env.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey([module, COMPLETION_STAGE]), storage_ids=[storage_id]), limit=1
+        ).records
+        assert moment.timestamp() == pytest.approx(record.timestamp, abs=1e-5)
     read.clear()
     assert sensors.last_successful_optimizations(tenant_env.instance, tenants) == first and read == []
     complete(tenants[0])  # a new completion: the only record read
@@ -565,17 +571,15 @@ def test_a_later_tick_reads_only_the_events_written_since_in_one_query_per_event
     tenants = [tenant_env.add("since") for _ in range(3)]
     _fail(tenant_env, tenants[0], stage="evaluation", attempt=1)
     calls: list[str] = []
-    for owner, name in (
-        (tenant_env.instance, "get_latest_storage_id_by_partition"),
-        (tenant_env.instance.event_log_storage, "get_event_records"),
-    ):
-        original = getattr(owner, name)
+    for name in ("get_latest_storage_id_by_partition", "get_asset_event_summary_records"):
+        original = getattr(tenant_env.instance, name)
 
         def counting(*args, _original=original, _name=name, **kwargs):
-            calls.append(_name)
+            # The read of the events written since the last one (``_read_new_events``).
+            calls.append("events since" if kwargs.get("after_storage_id") is not None else _name)
             return _original(*args, **kwargs)
 
-        monkeypatch.setattr(owner, name, counting)
+        monkeypatch.setattr(tenant_env.instance, name, counting)
 
     def lookups() -> tuple[dict, dict]:
         last = sensors.last_successful_optimizations(tenant_env.instance, tenants)
@@ -594,7 +598,8 @@ def test_a_later_tick_reads_only_the_events_written_since_in_one_query_per_event
     )
     calls.clear()
     later_last, later_failures = lookups()
-    assert calls == ["get_event_records", "get_event_records"]  # one per event type, no stage read again
+    # One read per event type, no stage read again; then the two new completions' times.
+    assert calls.count("events since") == 2 and "get_latest_storage_id_by_partition" not in calls
     assert set(later_failures) == {(tenants[1], "routing")}
     assert later_last[(tenants[2], "cross_modal")][1] > 0 and later_last != first_last
     monkeypatch.setattr(sensors, "_latest_events", {})  # the same answers with nothing remembered
