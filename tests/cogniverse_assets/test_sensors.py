@@ -564,6 +564,9 @@ def test_a_later_tick_reads_only_the_completions_it_has_not_seen(tenant_env, mon
     }
     monkeypatch.setattr(sensors, "_completion_times", {})  # the same answers with nothing remembered
     assert sensors.last_successful_optimizations(tenant_env.instance, tenants) == later
+    monkeypatch.setattr(sensors, "_completion_times", {})  # and when the storage ids take several queries
+    monkeypatch.setattr(sensors, "STORAGE_IDS_PER_QUERY", 2)
+    assert sensors.last_successful_optimizations(tenant_env.instance, tenants) == later
 
 
 def test_a_later_tick_reads_only_the_events_written_since_in_one_query_per_event_type(tenant_env, monkeypatch):
