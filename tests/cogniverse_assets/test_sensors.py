@@ -601,8 +601,9 @@ def test_a_later_tick_reads_only_the_events_written_since_in_one_query_per_event
     )
     calls.clear()
     later_last, later_failures = lookups()
-    # One read per event type, no stage read again; then the two new completions' times.
-    assert calls.count("events since") == 2 and "get_latest_storage_id_by_partition" not in calls
+    # One read per event type, no stage read again; between them, the times of the three new
+    # completions, one read per module (the failed routing run had completed its plan).
+    assert calls == ["events since"] + ["get_asset_event_summary_records"] * 3 + ["events since"]
     assert set(later_failures) == {(tenants[1], "routing")}
     assert later_last[(tenants[2], "cross_modal")][1] > 0 and later_last != first_last
     monkeypatch.setattr(sensors, "_latest_events", {})  # the same answers with nothing remembered
