@@ -1,8 +1,10 @@
 """Compiling a routing module, with LM call and token accounting.
 
-Two families: demo optimizers that choose labeled demos without LM calls (``knn``: retrieved per
-query; ``labeled``: a fixed class-balanced set; see ``modules/demos.py``), and DSPy's optimizers
-(BootstrapFewShot, MIPROv2, SIMBA, GEPA), which search with the LM and cost LM calls.
+Three families: demo optimizers that choose labeled demos without LM calls (``knn``: retrieved per
+query; ``labeled``: a fixed class-balanced set; see ``modules/demos.py``); ``calibrated``, a
+per-label bias fitted on the local model's label scores of at most 50 training examples (one
+forward pass each, no search; ``modules/calibrated.py``); and DSPy's optimizers (BootstrapFewShot,
+MIPROv2, SIMBA, GEPA), which search with the LM and cost LM calls.
 """
 
 from __future__ import annotations
@@ -16,16 +18,18 @@ import dspy
 import pandas as pd
 from dspy.utils.callback import BaseCallback
 
+from cogniverse_assets.modules.calibrated import CalibratedLabels, can_calibrate
 from cogniverse_assets.modules.demos import DEFAULT_DEMOS_PER_LABEL, DEFAULT_K, RetrievedDemos, class_medoid_demos
 from cogniverse_assets.modules.metrics import exact_match, feedback_metric
 from cogniverse_assets.modules.registry import RoutingModuleSpec
 
 DEMO_OPTIMIZERS = ("knn", "labeled")
 DSPY_OPTIMIZERS = ("bootstrap", "mipro", "simba", "gepa")
-OPTIMIZERS = DEMO_OPTIMIZERS + DSPY_OPTIMIZERS
+OPTIMIZERS = DEMO_OPTIMIZERS + ("calibrated",) + DSPY_OPTIMIZERS
 OPTIMIZER_CLASSES = {
     "knn": "RetrievedDemos",
     "labeled": "class-medoid LabeledFewShot",
+    "calibrated": "CalibratedLabels",
     "bootstrap": "BootstrapFewShot",
     "mipro": "MIPROv2",
     "simba": "SIMBA",
@@ -116,6 +120,9 @@ def compile_module(
     started = time.monotonic()
     if optimizer in DEMO_OPTIMIZERS:
         program, parameters = _choose_demos(spec, optimizer, train)
+    elif optimizer == "calibrated":
+        program, parameters, scored = _calibrate(spec, train, student_lm, adapter, seed)
+        counter.calls += scored
     else:
         trainset = to_examples(spec, train)
         valset = to_examples(spec, selection) if selection is not None and len(selection) else None
@@ -138,6 +145,23 @@ def _choose_demos(spec: RoutingModuleSpec, optimizer: str, train: pd.DataFrame) 
     program = spec.program()
     program.demos = class_medoid_demos(spec, train, per_label=parameters["demos_per_label"])
     return program, parameters
+
+
+def _calibrate(
+    spec: RoutingModuleSpec, train: pd.DataFrame, student_lm: dspy.LM, adapter: dspy.Adapter, seed: int
+) -> tuple[dspy.Module, dict, int]:
+    """Fit the label bias on the local model's scores; the forward passes count as LM calls."""
+    from cogniverse_resources import stack
+    from cogniverse_resources.label_scorer import LocalLabelScorer
+    from cogniverse_resources.lm import LOCAL_MODEL
+
+    if not can_calibrate(spec):
+        raise ValueError(f"calibrated: {spec.name} writes more than its label; use another optimizer")
+    if student_lm.model != LOCAL_MODEL:
+        raise ValueError(f"calibrated: fits label token ids of the local model only, the student is {student_lm.model}")
+    scorer = LocalLabelScorer(stack.local_model_path())
+    program, parameters = CalibratedLabels.compile(spec, train, scorer, adapter, LOCAL_MODEL, seed=seed)
+    return program, parameters, scorer.calls
 
 
 # Below this many iterations MIPROv2 and SIMBA run small — a few dozen LM calls on a dozen examples,

@@ -9,8 +9,10 @@ exceed either is not a candidate, and among the rest the plan takes the best
 Rules (cold start, and the fallback): fewer than ``MIN_TRAIN_EXAMPLES`` training examples → skip;
 fewer than ``MIN_VALIDATION_EXAMPLES`` (annotated) validation examples to grade on → skip;
 deployed module already at ``SKIP_ACCURACY`` on validation → skip; otherwise expected gains are the
-measured means of ``bench/optimizers.py`` (``PRIOR_GAIN``, docs/benchmarks.md) and costs follow
-``expected_lm_calls``. ``preferred_optimizer`` overrides the choice but not the budget.
+measured means of ``bench/optimizers.py`` and ``bench/label_calibration.py`` (``prior_gain``,
+docs/benchmarks.md) and costs follow ``expected_lm_calls``. ``preferred_optimizer`` overrides the
+choice but not the budget. ``calibrated`` is weighed only for a module that writes a lone label,
+with that module's measured gain, and only when the student is the local model (``LaneContext``).
 
 Meta-model: two XGBoost regressors over (features, optimizer) trained on the history of plans and
 their measured outcomes across all tenants — validation gain, and log LM calls. They replace the
@@ -50,6 +52,11 @@ DEMO_COMPILE_SECONDS = 5.0  # fitting TF-IDF and choosing demos: no LM call
 # examples, corpus eval, except that knn takes its external-holdout gain (-0.113, interval below
 # zero) because retrieval hurts under shift; the DSPy optimizers: means of 3 seeds, 60 examples.
 PRIOR_GAIN = {"knn": -0.113, "labeled": 0.015, "bootstrap": 0.042, "mipro": 0.033, "simba": 0.075, "gepa": 0.008}
+# calibrated, per module (bench/optimizers.py, served, bias fitted on 50 examples, 3 seeds): routing
+# the mean corpus gain; modality, like knn, its mean external-holdout gain, because the bias fits
+# the tenant's label mix and costs accuracy under shift (seed 2: -0.085).
+CALIBRATED_PRIOR_GAIN = {"routing": 0.164, "modality": -0.023}
+CALIBRATED_FIT_EXAMPLES = 50
 
 FEATURE_NAMES = [
     "real_count",
@@ -135,8 +142,31 @@ def training_fingerprint(training_set: pd.DataFrame) -> str:
     return hashlib.sha256("\x1e".join(sorted(rows)).encode()).hexdigest()[:16]
 
 
-def feasible_optimizers(features: dict[str, float]) -> list[str]:
-    return [name for name in OPTIMIZERS if name != "simba" or features["train_count"] >= SIMBA_BATCH_SIZE]
+@dataclass(frozen=True)
+class LaneContext:
+    """What a plan needs to know about its lane besides the features: which module it trains, and
+    whether the student LM is the local model (``calibrated`` fits the local tokenizer's ids)."""
+
+    module: str | None = None
+    local_student: bool = True
+
+    @property
+    def can_calibrate(self) -> bool:
+        return self.local_student and self.module in CALIBRATED_PRIOR_GAIN
+
+
+def prior_gain(optimizer: str, lane: LaneContext) -> float:
+    return CALIBRATED_PRIOR_GAIN[lane.module] if optimizer == "calibrated" else PRIOR_GAIN[optimizer]
+
+
+def feasible_optimizers(features: dict[str, float], lane: LaneContext = LaneContext()) -> list[str]:
+    """SIMBA needs a full batch; ``calibrated`` a module that writes a lone label and the local model."""
+    return [
+        name
+        for name in OPTIMIZERS
+        if (name != "simba" or features["train_count"] >= SIMBA_BATCH_SIZE)
+        and (name != "calibrated" or lane.can_calibrate)
+    ]
 
 
 def expected_lm_calls(optimizer: str, train_count: float, max_iterations: int) -> float:
@@ -144,6 +174,8 @@ def expected_lm_calls(optimizer: str, train_count: float, max_iterations: int) -
     n = max(0.0, float(train_count))
     if optimizer in DEMO_OPTIMIZERS:
         return 0.0
+    if optimizer == "calibrated":
+        return min(n, CALIBRATED_FIT_EXAMPLES)  # one forward pass per fit example
     if optimizer == "bootstrap":
         return min(n, 12.0)  # stops after 4 bootstrapped demos; 6–12 calls measured
     if optimizer == "mipro":
@@ -196,7 +228,7 @@ def choose(
     return Plan("train", best, source, reasons, features, weighed)
 
 
-def _hard_limits(features: dict[str, float], config: RoutingConfig) -> Plan | None:
+def _hard_limits(features: dict[str, float], config: RoutingConfig, lane: LaneContext) -> Plan | None:
     """Skips and preferences that no expectation overrides."""
     n = int(features["train_count"])
     accuracy = features["deployed_accuracy"]
@@ -207,7 +239,7 @@ def _hard_limits(features: dict[str, float], config: RoutingConfig) -> Plan | No
         reason = f"{int(graders)} annotated validation examples < {MIN_VALIDATION_EXAMPLES}: cannot grade a candidate"
         return Plan("skip", None, "rules", [reason], features)
     if config.preferred_optimizer != "auto":
-        return _preferred_plan(features, config)
+        return _preferred_plan(features, config, lane)
     if not math.isnan(accuracy) and accuracy >= SKIP_ACCURACY:
         return Plan(
             "skip", None, "rules", [f"deployed accuracy {accuracy:.3f} >= {SKIP_ACCURACY}: nothing to gain"], features
@@ -215,14 +247,19 @@ def _hard_limits(features: dict[str, float], config: RoutingConfig) -> Plan | No
     return None
 
 
-def _preferred_plan(features: dict[str, float], config: RoutingConfig) -> Plan:
+def _preferred_plan(features: dict[str, float], config: RoutingConfig, lane: LaneContext) -> Plan:
     optimizer = PREFERENCE_TO_OPTIMIZER[config.preferred_optimizer]
     n = int(features["train_count"])
-    if optimizer not in feasible_optimizers(features):
-        reason = f"preferred {optimizer} needs >= {SIMBA_BATCH_SIZE} training examples, have {n}"
+    if optimizer not in feasible_optimizers(features, lane):
+        reason = (
+            f"preferred calibrated needs a module that writes a lone label ({', '.join(CALIBRATED_PRIOR_GAIN)}) "
+            "and the local model as student"
+            if optimizer == "calibrated"
+            else f"preferred {optimizer} needs >= {SIMBA_BATCH_SIZE} training examples, have {n}"
+        )
         return Plan("skip", None, "preferred_optimizer", [reason], features)
     calls = expected_lm_calls(optimizer, n, config.max_training_iterations)
-    weighed = weigh(config, {optimizer: PRIOR_GAIN[optimizer]}, {optimizer: calls})
+    weighed = weigh(config, {optimizer: prior_gain(optimizer, lane)}, {optimizer: calls})
     if not weighed[optimizer]["within_budget"]:
         reason = (
             f"preferred {optimizer} expects ~{calls:.0f} LM calls / ~{weighed[optimizer]['seconds']:.0f} s, over "
@@ -233,13 +270,14 @@ def _preferred_plan(features: dict[str, float], config: RoutingConfig) -> Plan:
     return Plan("train", optimizer, "preferred_optimizer", [f"tenant prefers {optimizer}"], features, weighed)
 
 
-def rules_plan(features: dict[str, float], config: RoutingConfig) -> Plan:
-    fixed = _hard_limits(features, config)
+def rules_plan(features: dict[str, float], config: RoutingConfig, lane: LaneContext = LaneContext()) -> Plan:
+    fixed = _hard_limits(features, config, lane)
     if fixed is not None:
         return fixed
-    names = feasible_optimizers(features)
+    names = feasible_optimizers(features, lane)
     calls = {name: expected_lm_calls(name, features["train_count"], config.max_training_iterations) for name in names}
-    return choose(features, config, "rules", weigh(config, {name: PRIOR_GAIN[name] for name in names}, calls))
+    gains = {name: prior_gain(name, lane) for name in names}
+    return choose(features, config, "rules", weigh(config, gains, calls))
 
 
 # ------------------------------------------------------------------------------ meta-model
@@ -278,10 +316,10 @@ class MetaModel:
         counts = {str(name): int(n) for name, n in rows["optimizer"].value_counts().items()}
         return cls(gain_model, cost_model, len(rows), counts)
 
-    def known_optimizers(self, features: dict[str, float]) -> list[str]:
+    def known_optimizers(self, features: dict[str, float], lane: LaneContext = LaneContext()) -> list[str]:
         return [
             name
-            for name in feasible_optimizers(features)
+            for name in feasible_optimizers(features, lane)
             if self.outcomes_per_optimizer.get(name, 0) >= MIN_OUTCOMES_PER_OPTIMIZER
         ]
 
@@ -295,13 +333,13 @@ class MetaModel:
             for name, gain, cost in zip(optimizers, gains, log_calls)
         }
 
-    def plan(self, features: dict[str, float], config: RoutingConfig) -> Plan:
-        fixed = _hard_limits(features, config)
+    def plan(self, features: dict[str, float], config: RoutingConfig, lane: LaneContext = LaneContext()) -> Plan:
+        fixed = _hard_limits(features, config, lane)
         if fixed is not None:
             return fixed  # hard limits and explicit preferences are not the model's call
-        known = self.known_optimizers(features)
+        known = self.known_optimizers(features, lane)
         if not known:
-            plan = rules_plan(features, config)
+            plan = rules_plan(features, config, lane)
             plan.reasons.append("the meta-model has no outcomes of a feasible optimizer yet: the rules decided")
             return plan
         predictions = self.predict(features, known)

@@ -16,9 +16,10 @@ from cogniverse_assets.assets.training_set import TRAINING_SET_TABLE, validation
 from cogniverse_assets.freshness import fresh_on_completion, freshness_check_spec
 from cogniverse_assets.history import read_history
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
-from cogniverse_assets.planning import Plan, compute_features, rules_plan, training_fingerprint
+from cogniverse_assets.planning import LaneContext, Plan, compute_features, rules_plan, training_fingerprint
 from cogniverse_resources.artifacts import ArtifactStore, load_module_payload
 from cogniverse_resources.config_store import ConfigStoreResource
+from cogniverse_resources.lm import LanguageModelResource
 from cogniverse_resources.tenant import RoutingConfig
 
 PLAN_FILE = "optimization_plan.json"
@@ -63,6 +64,7 @@ def plan_lane(
     config: RoutingConfig,
     spec: RoutingModuleSpec,
     force_training: bool = False,
+    local_student: bool = True,
 ) -> LanePlan:
     """Train or skip, and with which optimizer, on the lane's stored training set; no LM call.
     The asset and ``cogniverse optimize --dry-run`` both decide here."""
@@ -91,7 +93,8 @@ def plan_lane(
         )
     else:
         model = load_meta_model(artifacts)
-        plan = model.plan(features, config) if model else rules_plan(features, config)
+        lane = LaneContext(spec.name, local_student)
+        plan = model.plan(features, config, lane) if model else rules_plan(features, config, lane)
         if model is None:
             plan.reasons.append("no meta-model yet: the rules decided")
         if unchanged:
@@ -114,12 +117,15 @@ def build_optimization_plan(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         "plans training even when the training set is unchanged.",
     )
     def optimization_plan(
-        context: dg.AssetExecutionContext, config_store: ConfigStoreResource, artifacts: ArtifactStore
+        context: dg.AssetExecutionContext,
+        config_store: ConfigStoreResource,
+        artifacts: ArtifactStore,
+        lm: LanguageModelResource,
     ) -> dg.MaterializeResult:
         config = tenant_config(config_store, context.partition_key)
         force_training = context.run.tags.get(FORCE_TRAINING_TAG) == "true"
         try:
-            decided = plan_lane(context.instance, artifacts, config, spec, force_training)
+            decided = plan_lane(context.instance, artifacts, config, spec, force_training, lm.is_local())
         except NoTrainingSet as error:
             raise dg.Failure(str(error), allow_retries=False) from error
         plan, fingerprint, validation_source = decided.plan, decided.fingerprint, decided.validation_source

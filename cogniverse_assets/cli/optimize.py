@@ -109,6 +109,9 @@ def lane_reports(
     plan ``optimization_plan`` would make on the stored training set (``plan_lane``): no LM call."""
     from cogniverse_assets.assets.optimization_plan import NoTrainingSet, plan_lane
     from cogniverse_assets.sensors import RUN, evaluate_tenants
+    from cogniverse_resources.lm import LanguageModelResource
+
+    local_student = LanguageModelResource.from_env().is_local()
 
     checks, unreachable = evaluate_tenants(instance, phoenix, [config], now)
     reports = []
@@ -128,7 +131,9 @@ def lane_reports(
             attempt=check.attempt,
         )
         try:
-            decided = plan_lane(instance, artifacts, config, ROUTING_MODULES[check.module], force_training)
+            decided = plan_lane(
+                instance, artifacts, config, ROUTING_MODULES[check.module], force_training, local_student
+            )
         except NoTrainingSet:
             report.plan_note = "no training set yet: the run's own ingestion builds the first one"
         else:

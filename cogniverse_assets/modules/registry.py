@@ -52,12 +52,16 @@ class RoutingModuleSpec:
 
     def load_program(self, payload: Mapping[str, object]) -> dspy.Module:
         """A stored (JSON) module version back as a program: a ``Predict`` with its demos and
-        instructions, or a retrieved-demos module when the state carries a demo pool."""
+        instructions, a retrieved-demos module when the state carries a demo pool, a calibrated
+        one when it carries a label bias."""
+        from cogniverse_assets.modules.calibrated import CalibratedLabels
         from cogniverse_assets.modules.demos import RetrievedDemos
 
         state = payload["state"]
         if "retrieval" in state:
             return RetrievedDemos.from_state(self, state)
+        if "calibration" in state:
+            return CalibratedLabels.from_state(self, state)
         program = self.program()
         program.load_state(state)
         return program

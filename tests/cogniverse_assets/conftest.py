@@ -6,6 +6,7 @@ import pytest
 from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.config_store import ConfigStoreResource
+from cogniverse_resources.lm import LanguageModelResource
 
 
 @pytest.fixture
@@ -27,7 +28,13 @@ def tenant_env(tmp_path, phoenix):
             return tenant_id
 
         def resources(self, **overrides):
-            return {"phoenix": phoenix, "config_store": self.config_store, "artifacts": self.artifacts, **overrides}
+            return {
+                "phoenix": phoenix,
+                "config_store": self.config_store,
+                "artifacts": self.artifacts,
+                "lm": LanguageModelResource(),
+                **overrides,
+            }
 
         def materialize(self, assets, tenant_id, raise_on_error=True, tags=None, **overrides):
             """One run of ``assets`` for the tenant; ``tags`` as a CLI or sensor launch would set them."""

@@ -16,6 +16,7 @@ from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets.planning import FEATURE_NAMES, MIN_HISTORY_FOR_META_MODEL
 from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.config_store import ConfigStoreResource
+from cogniverse_resources.lm import LanguageModelResource
 
 LABELS = ["video", "image", "audio", "document", "text"]
 # Cheap optimizers, so that the default budget (50 LM calls / 120 s) admits them.
@@ -101,7 +102,7 @@ def test_outcomes_retrain_the_meta_model_and_the_next_plan_is_its_own(tmp_path):
             [plan_asset],
             partition_key="acme",
             instance=instance,
-            resources={"artifacts": store, "config_store": config_store},
+            resources={"artifacts": store, "config_store": config_store, "lm": LanguageModelResource()},
         )
         assert result.success
         plan = store.read_json(store.path("acme", "modality", PLAN_FILE))

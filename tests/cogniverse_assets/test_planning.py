@@ -9,6 +9,7 @@ import pytest
 from cogniverse_assets.planning import (
     FEATURE_NAMES,
     MIN_HISTORY_FOR_META_MODEL,
+    LaneContext,
     MetaModel,
     compute_features,
     expected_lm_calls,
@@ -93,6 +94,25 @@ def test_preferred_optimizer_overrides_the_choice_but_not_the_budget():
         ),
     )
     assert (allowed.decision, allowed.optimizer) == ("train", "mipro")
+
+
+def test_calibrated_is_weighed_per_module_with_its_measured_gain():
+    routing = rules_plan(_features(train_count=130), CONFIG, LaneContext("routing"))
+    assert (routing.decision, routing.optimizer) == ("train", "calibrated")
+    assert routing.predictions["calibrated"]["lm_calls"] == 50 and routing.predictions["calibrated"]["within_budget"]
+    small = rules_plan(_features(train_count=20), CONFIG, LaneContext("routing"))
+    assert small.optimizer == "calibrated" and small.predictions["calibrated"]["lm_calls"] == 20
+    # modality: its holdout gain is below zero, so the default stays; cross_modal cannot be
+    # calibrated, and neither can any module when the student is not the local model
+    assert rules_plan(_features(train_count=130), CONFIG, LaneContext("modality")).optimizer == DEFAULT_CHOICE
+    for lane in (LaneContext("cross_modal"), LaneContext(), LaneContext("routing", local_student=False)):
+        assert "calibrated" not in rules_plan(_features(train_count=130), CONFIG, lane).predictions
+    preferred = RoutingConfig(tenant_id="t", preferred_optimizer="calibrated")
+    refused = rules_plan(_features(train_count=130), preferred, LaneContext("cross_modal"))
+    assert refused.decision == "skip" and "lone label" in refused.reasons[0]
+    assert rules_plan(_features(train_count=130), preferred, LaneContext("modality")).optimizer == "calibrated"
+    tight = RoutingConfig(tenant_id="t", max_optimization_lm_calls=30)
+    assert rules_plan(_features(train_count=130), tight, LaneContext("routing")).optimizer != "calibrated"
 
 
 def _history(gains: dict[str, float], calls: dict[str, int], n: int = 80, seed: int = 0) -> pd.DataFrame:
