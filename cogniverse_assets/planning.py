@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from cogniverse_assets.blending import MIN_VALIDATION_EXAMPLES
+from cogniverse_assets.modules.calibrated import FIT_EXAMPLES, MIN_FIT_EXAMPLES
 from cogniverse_assets.optimizers import DEMO_OPTIMIZERS, OPTIMIZERS, SIMBA_BATCH_SIZE
 from cogniverse_resources.tenant import RoutingConfig
 
@@ -56,7 +57,6 @@ PRIOR_GAIN = {"knn": -0.113, "labeled": 0.015, "bootstrap": 0.042, "mipro": 0.03
 # the mean corpus gain; modality, like knn, its mean external-holdout gain, because the bias fits
 # the tenant's label mix and costs accuracy under shift (seed 2: -0.085).
 CALIBRATED_PRIOR_GAIN = {"routing": 0.164, "modality": -0.023}
-CALIBRATED_FIT_EXAMPLES = 50
 
 FEATURE_NAMES = [
     "real_count",
@@ -160,12 +160,13 @@ def prior_gain(optimizer: str, lane: LaneContext) -> float:
 
 
 def feasible_optimizers(features: dict[str, float], lane: LaneContext = LaneContext()) -> list[str]:
-    """SIMBA needs a full batch; ``calibrated`` a module that writes a lone label and the local model."""
+    """SIMBA needs a full batch; ``calibrated`` enough examples to fit on, a module that writes a
+    lone label and the local model."""
     return [
         name
         for name in OPTIMIZERS
         if (name != "simba" or features["train_count"] >= SIMBA_BATCH_SIZE)
-        and (name != "calibrated" or lane.can_calibrate)
+        and (name != "calibrated" or (lane.can_calibrate and features["train_count"] >= MIN_FIT_EXAMPLES))
     ]
 
 
@@ -175,7 +176,7 @@ def expected_lm_calls(optimizer: str, train_count: float, max_iterations: int) -
     if optimizer in DEMO_OPTIMIZERS:
         return 0.0
     if optimizer == "calibrated":
-        return min(n, CALIBRATED_FIT_EXAMPLES)  # one forward pass per fit example
+        return min(n, FIT_EXAMPLES)  # one forward pass per fit example
     if optimizer == "bootstrap":
         return min(n, 12.0)  # stops after 4 bootstrapped demos; 6–12 calls measured
     if optimizer == "mipro":

@@ -102,6 +102,7 @@ def test_calibrated_is_weighed_per_module_with_its_measured_gain():
     assert routing.predictions["calibrated"]["lm_calls"] == 50 and routing.predictions["calibrated"]["within_budget"]
     small = rules_plan(_features(train_count=20), CONFIG, LaneContext("routing"))
     assert small.optimizer == "calibrated" and small.predictions["calibrated"]["lm_calls"] == 20
+    assert "calibrated" not in rules_plan(_features(train_count=9), CONFIG, LaneContext("routing")).predictions
     # modality: its holdout gain is below zero, so the default stays; cross_modal cannot be
     # calibrated, and neither can any module when the student is not the local model
     assert rules_plan(_features(train_count=130), CONFIG, LaneContext("modality")).optimizer == DEFAULT_CHOICE
