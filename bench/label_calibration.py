@@ -13,13 +13,17 @@ training queries once:
   examples (the seed's stratified draw); ``half bias`` adds half of it.
 - ``bias + classifier``: the bias plus half the log-probabilities of the fast path's TF-IDF +
   logistic-regression classifier, trained on the seed's ``--train`` examples.
+- ``labeled demos`` and ``labeled demos + bias`` (``--demos-per-label N``, N > 0): the prompt of
+  the optimizer ``labeled`` (N class-medoid demos per label from the seed's ``--train`` examples)
+  scored instead of the unoptimized one, alone and with a bias fitted on its own scores of the
+  ``--fit`` examples. The gain is still against the unoptimized module without demos.
 
 Every variant answers all corpus eval queries and, for modality, the external holdout
 (``../shared/holdout``: evaluation only, never fitted on). Printed per seed: accuracy and the
 paired difference to the unoptimized label scores with its 95 % bootstrap interval and McNemar p.
 
     .venv/bin/python bench/label_calibration.py [--module modality|routing] [--train 130]
-        [--fit 130 50] [--seeds 0 1 2] [--out FILE]
+        [--fit 130 50] [--seeds 0 1 2] [--demos-per-label 0] [--out FILE]
 
 Only modules with one output field are scored (cross_modal writes ``needs_fusion`` first).
 
@@ -55,6 +59,7 @@ from sklearn.linear_model import LogisticRegression
 
 from cogniverse_assets.blending import stratified_pick
 from cogniverse_assets.demo_data import load_queries
+from cogniverse_assets.modules.demos import class_medoid_demos
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec, get_module
 from cogniverse_assets.modules.text_features import TextEmbedder, feature_text
 from cogniverse_assets.scoring import paired_comparison
@@ -91,8 +96,8 @@ class LabelScorer:
             raise SystemExit(f"{spec.name}: labels share a first token; score whole labels instead")
         self.first_tokens = [first[label] for label in spec.labels]
 
-    def scores(self, inputs: dict) -> tuple[np.ndarray, float]:
-        messages = self.adapter.format(self.spec.signature, [], inputs)
+    def scores(self, inputs: dict, demos: list | None = None) -> tuple[np.ndarray, float]:
+        messages = self.adapter.format(self.spec.signature, demos or [], inputs)
         prompt = self.chat(messages=messages).prompt + '{ "' + self.spec.label_field + '": "'
         tokens = self.llm.tokenize(prompt.encode(), add_bos=False, special=True)
         started = time.perf_counter()
@@ -178,6 +183,7 @@ def main() -> int:
     parser.add_argument("--train", type=int, default=130, help="training examples per seed (classifier)")
     parser.add_argument("--fit", type=int, nargs="+", default=[130, 50], help="examples the bias is fitted on")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--demos-per-label", type=int, default=0, help="also score `labeled`'s prompt, N per label")
     parser.add_argument("--holdout", type=Path, default=DEFAULT_HOLDOUT, help="external holdout (modality only)")
     parser.add_argument("--out", type=Path, default=None, help="write every row as JSON here")
     parser.add_argument("--serving-cost", type=int, default=0, metavar="N", help="time N calls per server mode")
@@ -190,10 +196,10 @@ def main() -> int:
 
     timings: list[float] = []
 
-    def score_all(inputs_list: list[dict]) -> np.ndarray:
+    def score_all(inputs_list: list[dict], demos: list | None = None) -> np.ndarray:
         rows = []
         for inputs in inputs_list:
-            scores, ms = scorer.scores(inputs)
+            scores, ms = scorer.scores(inputs, demos)
             rows.append(scores)
             timings.append(ms)
         return np.array(rows)
@@ -252,6 +258,17 @@ def main() -> int:
                 "bias + classifier",
                 {d.name: eval_scores[d.name] + bias + CLASSIFIER_WEIGHT * classifier_scores(d) for d in sets},
             )
+        if args.demos_per_label:
+            demos = class_medoid_demos(spec, train, per_label=args.demos_per_label)
+            with_demos = {data.name: score_all(data.inputs, demos) for data in sets}
+            record(seed, 0, "labeled demos", with_demos)
+            for fit in args.fit:
+                part = train if fit >= len(train) else stratified_pick(train, fit, seed=seed)
+                fit_scores = score_all([spec.inputs(row) for row in part.to_dict("records")], demos)
+                bias = fit_bias(fit_scores, part["label"].tolist(), spec)
+                shown = ", ".join(f"{label} {value:+.2f}" for label, value in zip(spec.labels, bias))
+                print(f"seed {seed} fit {fit} bias over labeled demos: {shown}")
+                record(seed, fit, "labeled demos + bias", {name: s + bias for name, s in with_demos.items()})
     if args.out:
         args.out.write_text(json.dumps([asdict(row) for row in rows], indent=1))
     return 0
