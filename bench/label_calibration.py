@@ -50,20 +50,20 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import httpx
-import llama_cpp
 import numpy as np
 import pandas as pd
 from dspy.adapters.json_adapter import _get_structured_outputs_response_format
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from sklearn.linear_model import LogisticRegression
 
 from cogniverse_assets.blending import stratified_pick
 from cogniverse_assets.demo_data import load_queries
+from cogniverse_assets.modules.calibrated import answer_prefix, can_calibrate, fit_bias
 from cogniverse_assets.modules.demos import class_medoid_demos
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec, get_module
 from cogniverse_assets.modules.text_features import TextEmbedder, feature_text
 from cogniverse_assets.scoring import paired_comparison
 from cogniverse_resources import stack
+from cogniverse_resources.label_scorer import LocalLabelScorer, log_normalized
 from cogniverse_resources.lm import LlamaCppJSONAdapter
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -71,59 +71,6 @@ from optimizers import DEFAULT_HOLDOUT, EvalSet, eval_sets  # noqa: E402 - the s
 
 CONTENT_FREE = ("", "N/A", "[MASK]")
 CLASSIFIER_WEIGHT = 0.5
-
-
-class LabelScorer:
-    """Label log-probabilities of ``spec``'s unoptimized prompt, one forward pass per query; the
-    KV state of the prompt prefix shared with the previous query is kept."""
-
-    def __init__(self, spec: RoutingModuleSpec, model_path: Path, threads: int):
-        outputs = list(spec.signature.output_fields)
-        if outputs != [spec.label_field]:
-            raise SystemExit(f"{spec.name}: output fields {outputs}; only single-label modules can be scored")
-        self.spec = spec
-        self.llm = llama_cpp.Llama(
-            model_path=str(model_path), n_ctx=2048, n_threads=threads, logits_all=False, verbose=False
-        )
-        self.chat = Jinja2ChatFormatter(
-            template=self.llm.metadata["tokenizer.chat_template"],
-            eos_token=self.llm.detokenize([self.llm.token_eos()]).decode(),
-            bos_token="",
-        )
-        self.adapter = LlamaCppJSONAdapter()
-        first = {label: self.llm.tokenize(label.encode(), add_bos=False)[0] for label in spec.labels}
-        if len(set(first.values())) != len(first):
-            raise SystemExit(f"{spec.name}: labels share a first token; score whole labels instead")
-        self.first_tokens = [first[label] for label in spec.labels]
-
-    def scores(self, inputs: dict, demos: list | None = None) -> tuple[np.ndarray, float]:
-        messages = self.adapter.format(self.spec.signature, demos or [], inputs)
-        prompt = self.chat(messages=messages).prompt + '{ "' + self.spec.label_field + '": "'
-        tokens = self.llm.tokenize(prompt.encode(), add_bos=False, special=True)
-        started = time.perf_counter()
-        kept = 0
-        previous = self.llm._input_ids[: self.llm.n_tokens].tolist()
-        while kept < min(len(previous), len(tokens) - 1) and previous[kept] == tokens[kept]:
-            kept += 1
-        self.llm._ctx.kv_cache_seq_rm(-1, kept, -1)
-        self.llm.n_tokens = kept
-        self.llm.eval(tokens[kept:])
-        logits = np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.llm.n_vocab(),))
-        label_logits = logits[self.first_tokens].astype(float)
-        return log_normalized(label_logits[None, :])[0], (time.perf_counter() - started) * 1000
-
-
-def log_normalized(scores: np.ndarray) -> np.ndarray:
-    return scores - np.logaddexp.reduce(scores, axis=1, keepdims=True)
-
-
-def fit_bias(scores: np.ndarray, labels: list[str], spec: RoutingModuleSpec, steps: int = 2000) -> np.ndarray:
-    """Per-label bias b maximizing the mean log-likelihood of softmax(scores + b) on the gold labels."""
-    target = np.array([[label == gold for label in spec.labels] for gold in labels], dtype=float)
-    bias = np.zeros(len(spec.labels))
-    for _ in range(steps):  # concave in b: plain gradient ascent converges
-        bias += 0.5 * (target - np.exp(log_normalized(scores + bias))).mean(axis=0)
-    return bias - bias.mean()
 
 
 def serving_cost(spec: RoutingModuleSpec, calls: int) -> int:
@@ -191,18 +138,30 @@ def main() -> int:
     spec = get_module(args.module)
     if args.serving_cost:
         return serving_cost(spec, args.serving_cost)
-    threads = int(os.environ.get("COGNIVERSE_LM_THREADS", os.cpu_count() or 2))
-    scorer = LabelScorer(spec, stack.ensure_local_model(), threads)
-
+    if not can_calibrate(spec):
+        raise SystemExit(
+            f"{spec.name}: output fields {list(spec.signature.output_fields)}; only a lone label is scored"
+        )
+    # The product's scorer (what the optimizer `calibrated` fits on), so the bench measures it.
+    scorer = LocalLabelScorer(stack.ensure_local_model())
+    label_tokens = scorer.first_tokens(spec.labels)
+    adapter = LlamaCppJSONAdapter()
     timings: list[float] = []
 
     def score_all(inputs_list: list[dict], demos: list | None = None) -> np.ndarray:
         rows = []
         for inputs in inputs_list:
-            scores, ms = scorer.scores(inputs, demos)
-            rows.append(scores)
-            timings.append(ms)
+            messages = adapter.format(spec.signature, demos or [], inputs)
+            started = time.perf_counter()
+            rows.append(scorer.scores(messages, answer_prefix(spec), label_tokens))
+            timings.append((time.perf_counter() - started) * 1000)
         return np.array(rows)
+
+    def fitted_bias(seed: int, scores: np.ndarray, part: pd.DataFrame, what: str) -> np.ndarray:
+        bias = fit_bias(scores, part["label"].tolist(), spec.labels)
+        shown = ", ".join(f"{label} {value:+.2f}" for label, value in zip(spec.labels, bias))
+        print(f"seed {seed} fit {len(part)} {what}: {shown}")
+        return bias
 
     sets: list[EvalSet] = eval_sets(spec, args.holdout, None)
     content_free = score_all([spec.inputs({"query": query}) for query in CONTENT_FREE])
@@ -247,9 +206,7 @@ def main() -> int:
 
         for fit in args.fit:
             part = train if fit >= len(train) else stratified_pick(train, fit, seed=seed)
-            bias = fit_bias(np.array([pool_scores[q] for q in part["query"]]), part["label"].tolist(), spec)
-            shown = ", ".join(f"{label} {value:+.2f}" for label, value in zip(spec.labels, bias))
-            print(f"seed {seed} fit {fit} bias: {shown}")
+            bias = fitted_bias(seed, np.array([pool_scores[q] for q in part["query"]]), part, "bias")
             record(seed, fit, "bias", {name: s + bias for name, s in eval_scores.items()})
             record(seed, fit, "half bias", {name: s + bias / 2 for name, s in eval_scores.items()})
             record(
@@ -265,9 +222,7 @@ def main() -> int:
             for fit in args.fit:
                 part = train if fit >= len(train) else stratified_pick(train, fit, seed=seed)
                 fit_scores = score_all([spec.inputs(row) for row in part.to_dict("records")], demos)
-                bias = fit_bias(fit_scores, part["label"].tolist(), spec)
-                shown = ", ".join(f"{label} {value:+.2f}" for label, value in zip(spec.labels, bias))
-                print(f"seed {seed} fit {fit} bias over labeled demos: {shown}")
+                bias = fitted_bias(seed, fit_scores, part, "bias over labeled demos")
                 record(seed, fit, "labeled demos + bias", {name: s + bias for name, s in with_demos.items()})
     if args.out:
         args.out.write_text(json.dumps([asdict(row) for row in rows], indent=1))
