@@ -70,6 +70,9 @@ def test_trained_on_enough_data_it_answers_some_queries_and_reloads_exactly():
 
 def test_a_corrupt_state_is_refused():
     state = train_fast_path(SPEC, _train(390), lm_accuracy_estimate=0.75).fast_path.to_state()
-    state["coef"] = state["coef"][:-1]
-    with pytest.raises(ValueError, match="inconsistent"):
-        FastPath.from_state(state)
+    with pytest.raises(ValueError, match="coefficient rows"):
+        FastPath.from_state({**state, "coef": state["coef"][:-1]})
+    # coefficients that do not fit the stored features (a TF-IDF-only embedder under a model that
+    # was trained with static vectors too)
+    with pytest.raises(ValueError, match="coefficients per class"):
+        FastPath.from_state({**state, "embedder": state["embedder"]["tfidf"]})
