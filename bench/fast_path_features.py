@@ -31,8 +31,9 @@ from sklearn.model_selection import StratifiedKFold
 
 from cogniverse_assets.blending import stratified_pick
 from cogniverse_assets.demo_data import load_queries
-from cogniverse_assets.fast_path import DEFAULT_LM_ACCURACY, FOLDS, choose_threshold
+from cogniverse_assets.fast_path import DEFAULT_LM_ACCURACY, choose_threshold
 from cogniverse_assets.modules.demos import gold_rows
+from cogniverse_assets.modules.label_classifier import FOLDS
 from cogniverse_assets.modules.registry import ROUTING_MODULES, get_module
 from cogniverse_assets.modules.text_features import (
     ClassifierFeatures,

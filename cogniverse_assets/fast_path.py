@@ -16,32 +16,30 @@ router's recorded answers to those very queries) and from the caller's estimate 
 evaluation then checks the cascade against the LM module on the held-out validation split and
 turns the fast path off when it loses there; that check is a gate, not a second tuning.
 
-Below ``MIN_LABELED`` gold examples, or with a label under ``MIN_PER_CLASS`` examples, there is no
-fast path, and the reason says so. The fitted state is plain JSON (no pickle): loading it never
-executes code.
+Below the classifier's data floor (``label_classifier.untrainable_reason``: fewer than 50 gold
+examples, or a label with fewer than 5) there is no fast path, and the reason says so. The
+fitted state is plain JSON (no pickle): loading it never executes code.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
 
 from cogniverse_assets.modules.demos import gold_frame, gold_rows
+from cogniverse_assets.modules.label_classifier import (
+    LabelClassifier,
+    out_of_fold_probabilities,
+    untrainable_reason,
+)
 from cogniverse_assets.modules.registry import RoutingModuleSpec
-from cogniverse_assets.modules.text_features import ClassifierFeatures, feature_text
+from cogniverse_assets.modules.text_features import feature_text
 
-MIN_LABELED = 50
-MIN_PER_CLASS = 5
 MAX_CASCADE_LOSS = 0.01
 MIN_FAST_PRECISION = 0.8  # never answer fast below this out-of-fold accuracy, whatever the LM estimate
-FOLDS = 5
-REGULARIZATION_C = 10.0
 # Stands in for the LM module's accuracy where nothing better is known; set high on purpose, so an
 # unknown LM makes the fast path harder to switch on, not easier.
 DEFAULT_LM_ACCURACY = 0.9
@@ -56,21 +54,18 @@ def lm_accuracy_estimate(deployed_accuracy: float | None) -> float:
 
 @dataclass
 class FastPath:
-    """A fitted classifier plus its threshold; ``answer`` returns (label, probability) or None."""
+    """The tenant's label classifier plus its threshold; ``answer`` returns (label, probability) or None."""
 
-    embedder: ClassifierFeatures
-    classes: list[str]
-    coef: np.ndarray
-    intercept: np.ndarray
+    classifier: LabelClassifier
     threshold: float
     figures: dict = field(default_factory=dict)
 
+    @property
+    def classes(self) -> list[str]:
+        return self.classifier.classes
+
     def probabilities(self, inputs_list: Sequence[Mapping[str, object]]) -> np.ndarray:
-        features = self.embedder.transform([feature_text(inputs) for inputs in inputs_list])
-        logits = np.asarray(features @ self.coef.T) + self.intercept
-        logits -= logits.max(axis=1, keepdims=True)
-        odds = np.exp(logits)
-        return odds / odds.sum(axis=1, keepdims=True)
+        return self.classifier.probabilities([feature_text(inputs) for inputs in inputs_list])
 
     def predict(self, inputs: Mapping[str, object]) -> tuple[str, float]:
         probabilities = self.probabilities([inputs])[0]
@@ -82,58 +77,17 @@ class FastPath:
         return (label, probability) if probability >= self.threshold else None
 
     def to_state(self) -> dict:
-        return {
-            "embedder": self.embedder.to_state(),
-            "classes": list(self.classes),
-            "coef": self.coef.tolist(),
-            "intercept": self.intercept.tolist(),
-            "threshold": self.threshold,
-            "figures": self.figures,
-        }
+        return {**self.classifier.to_state(), "threshold": self.threshold, "figures": self.figures}
 
     @classmethod
     def from_state(cls, state: Mapping) -> "FastPath":
-        coef = np.asarray(state["coef"], dtype=float)
-        intercept = np.asarray(state["intercept"], dtype=float)
-        classes = [str(label) for label in state["classes"]]
-        if coef.ndim != 2 or coef.shape[0] != len(classes) or len(intercept) != len(classes):
-            raise ValueError("stored fast path is inconsistent: coefficient rows do not match its classes")
-        embedder = ClassifierFeatures.from_state(state["embedder"])
-        if coef.shape[1] != embedder.dimension:
-            raise ValueError(
-                f"stored fast path is inconsistent: {coef.shape[1]} coefficients per class "
-                f"for {embedder.dimension} features"
-            )
-        return cls(
-            embedder,
-            classes,
-            coef,
-            intercept,
-            float(state["threshold"]),
-            dict(state.get("figures") or {}),
-        )
+        return cls(LabelClassifier.from_state(state), float(state["threshold"]), dict(state.get("figures") or {}))
 
 
 @dataclass(frozen=True)
 class FastPathResult:
     fast_path: FastPath | None
     reason: str
-
-
-def _fit(texts: list[str], labels: list[str]) -> tuple[ClassifierFeatures, LogisticRegression]:
-    embedder = ClassifierFeatures.fit(texts)
-    model = LogisticRegression(C=REGULARIZATION_C, max_iter=2000)
-    model.fit(embedder.transform(texts), labels)
-    return embedder, model
-
-
-def _as_fast_path(embedder: ClassifierFeatures, model: LogisticRegression, threshold: float, figures: dict) -> FastPath:
-    coef, intercept = model.coef_, model.intercept_
-    if len(model.classes_) == 2:  # binary LR keeps one row; spell out both classes for the softmax
-        coef, intercept = np.vstack([-coef[0] / 2, coef[0] / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
-    return FastPath(
-        embedder, [str(c) for c in model.classes_], np.asarray(coef), np.asarray(intercept), threshold, figures
-    )
 
 
 def choose_threshold(
@@ -173,13 +127,9 @@ def train_fast_path(
     """
     gold = gold_frame(train)
     rows = gold_rows(spec, gold)
-    counts = Counter(row["label"] for row in rows)
-    if len(rows) < MIN_LABELED:
-        return FastPathResult(None, f"fast path off: {len(rows)} gold-labeled training examples < {MIN_LABELED}")
-    rare = sorted(label for label, n in counts.items() if n < MIN_PER_CLASS)
-    if rare or len(counts) < 2:
-        detail = f"labels with < {MIN_PER_CLASS} examples: {', '.join(rare)}" if rare else "a single label"
-        return FastPathResult(None, f"fast path off: {detail}")
+    untrainable = untrainable_reason([row["label"] for row in rows])
+    if untrainable:
+        return FastPathResult(None, f"fast path off: {untrainable}")
     texts = [feature_text(row["inputs"]) for row in rows]
     labels = np.array([row["label"] for row in rows])
     router = gold["router_label"].tolist() if "router_label" in gold else [None] * len(rows)
@@ -190,14 +140,9 @@ def train_fast_path(
         ]
     )
 
-    confidence = np.zeros(len(rows))
-    fast_correct = np.zeros(len(rows), dtype=bool)
-    folds = StratifiedKFold(n_splits=min(FOLDS, min(counts.values())), shuffle=True, random_state=seed)
-    for fit_index, held_index in folds.split(texts, labels):
-        embedder, model = _fit([texts[i] for i in fit_index], labels[fit_index].tolist())
-        probabilities = model.predict_proba(embedder.transform([texts[i] for i in held_index]))
-        confidence[held_index] = probabilities.max(axis=1)
-        fast_correct[held_index] = model.classes_[probabilities.argmax(axis=1)] == labels[held_index]
+    probabilities, classes = out_of_fold_probabilities(texts, labels, seed=seed)
+    confidence = probabilities.max(axis=1)
+    fast_correct = np.asarray(classes)[probabilities.argmax(axis=1)] == labels
 
     threshold, figures = choose_threshold(confidence, fast_correct, lm_correct)
     if threshold is None:
@@ -206,12 +151,11 @@ def train_fast_path(
             f"fast path off: no threshold keeps the cascade within {MAX_CASCADE_LOSS} of the LM module out of fold",
         )
     figures = {**figures, "trained_on": len(rows), "lm_accuracy_estimate": round(float(lm_accuracy_estimate), 4)}
-    embedder, model = _fit(texts, labels.tolist())
     reason = (
         f"fast path on: threshold {threshold:.3f} answers {figures['oof_coverage']:.0%} of training queries "
         f"out of fold at {figures['oof_fast_accuracy']:.3f} accuracy"
     )
-    return FastPathResult(_as_fast_path(embedder, model, threshold, figures), reason)
+    return FastPathResult(FastPath(LabelClassifier.fit(texts, labels.tolist()), threshold, figures), reason)
 
 
 def cascade_answers(

@@ -9,12 +9,12 @@ import pytest
 from cogniverse_assets.demo_data import load_queries
 from cogniverse_assets.fast_path import (
     MAX_CASCADE_LOSS,
-    MIN_LABELED,
     FastPath,
     cascade_answers,
     choose_threshold,
     train_fast_path,
 )
+from cogniverse_assets.modules.label_classifier import MIN_LABELED
 from cogniverse_assets.modules.registry import get_module
 
 SPEC = get_module("modality")

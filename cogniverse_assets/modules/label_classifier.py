@@ -1,0 +1,102 @@
+"""The tenant's label classifier: text features into a multinomial logistic regression.
+
+Two users share it: the distilled fast path (``fast_path.py``), which answers alone when it is
+confident, and the optimizer ``calibrated`` (``calibrated.py``), which adds its log-probabilities to
+the LM's label scores. Fitted on gold labels only; its state is plain JSON (no pickle), so loading
+it never executes code.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+
+from cogniverse_assets.modules.text_features import ClassifierFeatures
+
+MIN_LABELED = 50
+MIN_PER_CLASS = 5
+REGULARIZATION_C = 10.0
+FOLDS = 5
+
+
+def untrainable_reason(labels: Sequence[str]) -> str | None:
+    """Why a classifier should not be fitted on these gold labels, or None when it may."""
+    counts = Counter(labels)
+    if len(labels) < MIN_LABELED:
+        return f"{len(labels)} gold-labeled training examples < {MIN_LABELED}"
+    rare = sorted(label for label, n in counts.items() if n < MIN_PER_CLASS)
+    if rare:
+        return f"labels with < {MIN_PER_CLASS} examples: {', '.join(rare)}"
+    if len(counts) < 2:
+        return "a single label"
+    return None
+
+
+@dataclass
+class LabelClassifier:
+    """Fitted features and weights; ``probabilities`` gives one row per text over ``classes``."""
+
+    embedder: ClassifierFeatures
+    classes: list[str]
+    coef: np.ndarray
+    intercept: np.ndarray
+
+    @classmethod
+    def fit(cls, texts: Sequence[str], labels: Sequence[str]) -> "LabelClassifier":
+        embedder = ClassifierFeatures.fit(texts)
+        model = LogisticRegression(C=REGULARIZATION_C, max_iter=2000).fit(embedder.transform(texts), list(labels))
+        coef, intercept = model.coef_, model.intercept_
+        if len(model.classes_) == 2:  # binary LR keeps one row; spell out both classes for the softmax
+            coef, intercept = np.vstack([-coef[0] / 2, coef[0] / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+        return cls(embedder, [str(c) for c in model.classes_], np.asarray(coef), np.asarray(intercept))
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        logits = np.asarray(self.embedder.transform(texts) @ self.coef.T) + self.intercept
+        logits -= logits.max(axis=1, keepdims=True)
+        odds = np.exp(logits)
+        return odds / odds.sum(axis=1, keepdims=True)
+
+    def to_state(self) -> dict:
+        return {
+            "embedder": self.embedder.to_state(),
+            "classes": list(self.classes),
+            "coef": self.coef.tolist(),
+            "intercept": self.intercept.tolist(),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping) -> "LabelClassifier":
+        coef = np.asarray(state["coef"], dtype=float)
+        intercept = np.asarray(state["intercept"], dtype=float)
+        classes = [str(label) for label in state["classes"]]
+        if coef.ndim != 2 or coef.shape[0] != len(classes) or len(intercept) != len(classes):
+            raise ValueError("stored classifier is inconsistent: coefficient rows do not match its classes")
+        embedder = ClassifierFeatures.from_state(state["embedder"])
+        if coef.shape[1] != embedder.dimension:
+            raise ValueError(
+                f"stored classifier is inconsistent: {coef.shape[1]} coefficients per class "
+                f"for {embedder.dimension} features"
+            )
+        return cls(embedder, classes, coef, intercept)
+
+
+def out_of_fold_probabilities(
+    texts: Sequence[str], labels: Sequence[str], seed: int = 0
+) -> tuple[np.ndarray, list[str]]:
+    """Each text's probabilities from a classifier fitted without it (stratified k-fold), with the
+    class order of the columns. Needs at least two examples of every label."""
+    labels = np.asarray(labels)
+    classes = sorted(set(labels.tolist()))
+    counts = [int((labels == label).sum()) for label in classes]
+    probabilities = np.zeros((len(texts), len(classes)))
+    folds = StratifiedKFold(n_splits=min(FOLDS, min(counts)), shuffle=True, random_state=seed)
+    for fit_index, held_index in folds.split(np.zeros(len(labels)), labels):
+        classifier = LabelClassifier.fit([texts[i] for i in fit_index], labels[fit_index].tolist())
+        held = classifier.probabilities([texts[i] for i in held_index])
+        probabilities[held_index] = held[:, [classifier.classes.index(label) for label in classes]]
+    return probabilities, classes
