@@ -34,6 +34,11 @@ class RoutingModuleSpec:
     content_modalities: Mapping[str, tuple[str, ...]]
     # Output fields other than the label that follow from it (a complete demo needs them).
     derived_outputs: Callable[[str], dict[str, object]] = lambda label: {}
+    # Whether the optimizer ``calibrated`` adds the label classifier's vote to the LM's label scores.
+    # Decided per module by a rule written before measuring (docs/benchmarks.md "The classifier's
+    # vote in `calibrated`"): routing gains over the bias alone; modality loses on two of three seeds
+    # and on the external holdout.
+    calibration_adds_classifier: bool = False
 
     @property
     def decision_attribute(self) -> str:
@@ -147,6 +152,7 @@ ROUTING_MODULES: dict[str, RoutingModuleSpec] = {
                 "summarizer_agent": (),
                 "detailed_report_agent": (),
             },
+            calibration_adds_classifier=True,
         ),
     )
 }
