@@ -13,6 +13,15 @@ training queries once:
   examples (the seed's stratified draw); ``half bias`` adds half of it.
 - ``bias + classifier``: the bias plus half the log-probabilities of the fast path's TF-IDF +
   logistic-regression classifier, trained on the seed's ``--train`` examples.
+- ``bias + classifier vote``: what the optimizer ``calibrated`` serves where the registry turns the
+  vote on: the product's label classifier (TF-IDF beside static word vectors) trained on the seed's
+  ``--train`` examples, and bias and classifier weight fitted together on the ``--fit`` examples
+  with the classifier's out-of-fold log-probabilities for them.
+- ``cascade``, ``cascade (LM evidence)``: the fast path in front of the bias. The first with the
+  product's threshold rule (LM accuracy unknown: 0.9, precision floor 0.8); the second with the
+  rule tried on 2026-11-29 and not adopted: the LM's cross-fitted correctness on the fit examples
+  (bias fitted on the other 4 of 5 folds), their mean for the other training examples, and the
+  floor replaced by "at least the LM's estimated accuracy on the same queries".
 - ``labeled demos`` and ``labeled demos + bias`` (``--demos-per-label N``, N > 0): the prompt of
   the optimizer ``labeled`` (N class-medoid demos per label from the seed's ``--train`` examples)
   scored instead of the unoptimized one, alone and with a bias fitted on its own scores of the
@@ -23,7 +32,11 @@ Every variant answers all corpus eval queries and, for modality, the external ho
 paired difference to the unoptimized label scores with its 95 % bootstrap interval and McNemar p.
 
     .venv/bin/python bench/label_calibration.py [--module modality|routing] [--train 130]
-        [--fit 130 50] [--seeds 0 1 2] [--demos-per-label 0] [--out FILE]
+        [--fit 130 50] [--seeds 0 1 2] [--draw stratified|contiguous] [--demos-per-label 0] [--out FILE]
+
+``--draw contiguous`` takes seed N's training examples as the corpus train split's rows
+N·train … (N+1)·train − 1 in file order instead of a stratified draw: a second look with label
+mixes that are not balanced (seed 0 is the set the ``lm`` test of ``calibrated`` trains on).
 
 Only modules with one output field are scored (cross_modal writes ``needs_fusion`` first).
 
@@ -54,11 +67,21 @@ import numpy as np
 import pandas as pd
 from dspy.adapters.json_adapter import _get_structured_outputs_response_format
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 
 from cogniverse_assets.blending import stratified_pick
 from cogniverse_assets.demo_data import load_queries
-from cogniverse_assets.modules.calibrated import answer_prefix, can_calibrate, fit_bias
+from cogniverse_assets.fast_path import MAX_CASCADE_LOSS, lm_accuracy_estimate, train_fast_path
+from cogniverse_assets.modules.calibrated import (
+    _classifier_and_fit_votes,
+    answer_prefix,
+    can_calibrate,
+    classifier_log_probabilities,
+    fit_bias,
+    fit_bias_and_weight,
+)
 from cogniverse_assets.modules.demos import class_medoid_demos
+from cogniverse_assets.modules.label_classifier import LabelClassifier, out_of_fold_probabilities
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec, get_module
 from cogniverse_assets.modules.text_features import TextEmbedder, feature_text
 from cogniverse_assets.scoring import paired_comparison
@@ -71,6 +94,32 @@ from optimizers import DEFAULT_HOLDOUT, EvalSet, eval_sets  # noqa: E402 - the s
 
 CONTENT_FREE = ("", "N/A", "[MASK]")
 CLASSIFIER_WEIGHT = 0.5
+EVIDENCE_FOLDS = 5
+
+
+def cross_fitted_correctness(
+    scores: np.ndarray, labels: list[str], label_order: tuple[str, ...], seed: int
+) -> np.ndarray:
+    """Whether the biased LM answers each fit example right, the bias fitted without it."""
+    gold = np.array([label_order.index(label) for label in labels])
+    correct = np.zeros(len(labels))
+    folds = StratifiedKFold(n_splits=EVIDENCE_FOLDS, shuffle=True, random_state=seed)
+    for fit_index, held_index in folds.split(scores, gold):
+        bias = fit_bias(scores[fit_index], [labels[i] for i in fit_index], label_order)
+        correct[held_index] = (scores[held_index] + bias).argmax(axis=1) == gold[held_index]
+    return correct
+
+
+def evidence_threshold(confidence: np.ndarray, fast_correct: np.ndarray, lm_correct: np.ndarray) -> float | None:
+    """The lowest threshold whose estimated cascade loss is within MAX_CASCADE_LOSS and whose fast
+    answers are at least as accurate as the LM's estimate on the same queries."""
+    best = None
+    for threshold in sorted(set(confidence.tolist()), reverse=True):
+        covered = confidence >= threshold
+        fast_accuracy, lm_accuracy = fast_correct[covered].mean(), lm_correct[covered].mean()
+        if covered.mean() * (lm_accuracy - fast_accuracy) <= MAX_CASCADE_LOSS and fast_accuracy >= lm_accuracy:
+            best = float(threshold)
+    return best
 
 
 def serving_cost(spec: RoutingModuleSpec, calls: int) -> int:
@@ -130,6 +179,7 @@ def main() -> int:
     parser.add_argument("--train", type=int, default=130, help="training examples per seed (classifier)")
     parser.add_argument("--fit", type=int, nargs="+", default=[130, 50], help="examples the bias is fitted on")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--draw", choices=["stratified", "contiguous"], default="stratified")
     parser.add_argument("--demos-per-label", type=int, default=0, help="also score `labeled`'s prompt, N per label")
     parser.add_argument("--holdout", type=Path, default=DEFAULT_HOLDOUT, help="external holdout (modality only)")
     parser.add_argument("--out", type=Path, default=None, help="write every row as JSON here")
@@ -194,11 +244,17 @@ def main() -> int:
     contextual = content_free.mean(axis=0)
     record(-1, 3, "contextual", {name: log_normalized(s - contextual) for name, s in eval_scores.items()})
     for seed in args.seeds:
-        train = stratified_pick(pool, args.train, seed=seed)
+        train = (
+            stratified_pick(pool, args.train, seed=seed)
+            if args.draw == "stratified"
+            else pool.iloc[seed * args.train : (seed + 1) * args.train]
+        )
         texts = [feature_text(spec.inputs(row)) for row in train.to_dict("records")]
         embedder = TextEmbedder.fit(texts)
         classifier = LogisticRegression(C=10.0, max_iter=2000).fit(embedder.transform(texts), train["label"])
         order = [list(classifier.classes_).index(label) for label in spec.labels]
+
+        fast_classifier = LabelClassifier.fit(texts, train["label"].tolist())
 
         def classifier_scores(data: EvalSet) -> np.ndarray:
             texts = [feature_text(inputs) for inputs in data.inputs]
@@ -215,6 +271,46 @@ def main() -> int:
                 "bias + classifier",
                 {d.name: eval_scores[d.name] + bias + CLASSIFIER_WEIGHT * classifier_scores(d) for d in sets},
             )
+            fit_scores = np.array([pool_scores[q] for q in part["query"]])
+            voter, votes, _ = _classifier_and_fit_votes(spec, train, part.index, seed)
+            if voter is not None:
+                voted_bias, weight = fit_bias_and_weight(fit_scores, votes, part["label"].tolist(), spec.labels)
+                print(f"seed {seed} fit {fit} classifier vote weight {weight:.2f}")
+                record(
+                    seed,
+                    fit,
+                    "bias + classifier vote",
+                    {
+                        d.name: eval_scores[d.name]
+                        + voted_bias
+                        + weight * classifier_log_probabilities(voter, d.inputs, spec.labels)
+                        for d in sets
+                    },
+                )
+            fast = train_fast_path(spec, train, lm_accuracy_estimate(None), seed=seed).fast_path
+            lm_evidence = cross_fitted_correctness(fit_scores, part["label"].tolist(), spec.labels, seed)
+            lm_correct = pd.Series(lm_evidence.mean(), index=train.index)
+            lm_correct[part.index] = lm_evidence
+            probabilities, classes = out_of_fold_probabilities(texts, train["label"].tolist(), seed=seed)
+            evidence = evidence_threshold(
+                probabilities.max(axis=1),
+                np.asarray(classes)[probabilities.argmax(axis=1)] == train["label"].to_numpy(),
+                lm_correct.to_numpy(),
+            )
+            for variant, threshold in (
+                ("cascade", fast.threshold if fast else None),
+                ("cascade (LM evidence)", evidence),
+            ):
+                if threshold is None:
+                    print(f"seed {seed} fit {fit} {variant}: fast path off")
+                    continue
+                cascaded = {}
+                for d in sets:
+                    fast_scores = classifier_log_probabilities(fast_classifier, d.inputs, spec.labels)
+                    confident = np.exp(fast_scores.max(axis=1)) >= threshold
+                    cascaded[d.name] = np.where(confident[:, None], fast_scores, eval_scores[d.name] + bias)
+                    print(f"seed {seed} fit {fit} {variant} {d.name}: fast share {confident.mean():.0%}")
+                record(seed, fit, variant, cascaded)
         if args.demos_per_label:
             demos = class_medoid_demos(spec, train, per_label=args.demos_per_label)
             with_demos = {data.name: score_all(data.inputs, demos) for data in sets}
