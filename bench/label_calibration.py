@@ -73,9 +73,9 @@ from cogniverse_assets.blending import stratified_pick
 from cogniverse_assets.demo_data import load_queries
 from cogniverse_assets.fast_path import MAX_CASCADE_LOSS, lm_accuracy_estimate, train_fast_path
 from cogniverse_assets.modules.calibrated import (
-    _classifier_and_fit_votes,
     answer_prefix,
     can_calibrate,
+    classifier_and_fit_votes,
     classifier_log_probabilities,
     fit_bias,
     fit_bias_and_weight,
@@ -272,7 +272,7 @@ def main() -> int:
                 {d.name: eval_scores[d.name] + bias + CLASSIFIER_WEIGHT * classifier_scores(d) for d in sets},
             )
             fit_scores = np.array([pool_scores[q] for q in part["query"]])
-            voter, votes, _ = _classifier_and_fit_votes(spec, train, part.index, seed)
+            voter, votes, _ = classifier_and_fit_votes(spec, train, part.index, seed)
             if voter is not None:
                 voted_bias, weight = fit_bias_and_weight(fit_scores, votes, part["label"].tolist(), spec.labels)
                 print(f"seed {seed} fit {fit} classifier vote weight {weight:.2f}")

@@ -142,7 +142,7 @@ class CalibratedLabels(dspy.Module):
         classifier, weight, vote = None, 0.0, np.zeros_like(scores)
         classifier_note = "not used for this module"
         if spec.calibration_adds_classifier:
-            classifier, vote, classifier_note = _classifier_and_fit_votes(spec, gold, fit_frame.index, seed)
+            classifier, vote, classifier_note = classifier_and_fit_votes(spec, gold, fit_frame.index, seed)
         if classifier is None:
             bias = fit_bias(scores, labels, spec.labels)
         else:
@@ -208,7 +208,7 @@ class CalibratedLabels(dspy.Module):
         return program
 
 
-def _classifier_and_fit_votes(
+def classifier_and_fit_votes(
     spec: RoutingModuleSpec, gold: pd.DataFrame, fit_index: pd.Index, seed: int
 ) -> tuple[LabelClassifier | None, np.ndarray, str]:
     """The classifier trained on every gold row, and its out-of-fold log-probabilities for the fit

@@ -11,9 +11,9 @@ import pytest
 from cogniverse_assets.demo_data import load_queries
 from cogniverse_assets.modules.calibrated import (
     CalibratedLabels,
-    _classifier_and_fit_votes,
     answer_prefix,
     can_calibrate,
+    classifier_and_fit_votes,
     fit_bias,
     fit_bias_and_weight,
 )
@@ -75,16 +75,16 @@ def test_the_classifier_weight_follows_how_much_the_classifier_knows():
 
 def test_the_classifier_stays_out_below_its_data_floor_and_says_why():
     few = gold_frame(_train(ROUTING, MIN_LABELED - 1))
-    classifier, votes, note = _classifier_and_fit_votes(ROUTING, few, few.index[:10], seed=0)
+    classifier, votes, note = classifier_and_fit_votes(ROUTING, few, few.index[:10], seed=0)
     assert classifier is None and not votes.any() and f"< {MIN_LABELED}" in note
     enough = gold_frame(_train(ROUTING))
-    classifier, votes, note = _classifier_and_fit_votes(ROUTING, enough, enough.index[:10], seed=0)
+    classifier, votes, note = classifier_and_fit_votes(ROUTING, enough, enough.index[:10], seed=0)
     assert classifier is not None and note.startswith("on") and votes.shape == (10, len(ROUTING.labels))
 
 
 def test_a_calibrated_module_with_the_classifier_reloads_its_exact_shift():
     train = gold_frame(_train(ROUTING))
-    classifier, _, _ = _classifier_and_fit_votes(ROUTING, train, train.index[:1], seed=0)
+    classifier, _, _ = classifier_and_fit_votes(ROUTING, train, train.index[:1], seed=0)
     tokens = {label: index for index, label in enumerate(ROUTING.labels)}
     bias = dict(zip(ROUTING.labels, np.linspace(-1, 1, len(ROUTING.labels))))
     program = CalibratedLabels(ROUTING, bias, tokens, LOCAL_MODEL, classifier, classifier_weight=1.2)
