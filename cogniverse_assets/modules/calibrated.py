@@ -81,12 +81,17 @@ def fit_bias_and_weight(
     return bias - bias.mean(), weight
 
 
+def log_votes(probabilities: np.ndarray, classes: list[str], label_order: tuple[str, ...]) -> np.ndarray:
+    """Classifier probabilities (columns in ``classes`` order) as log-probabilities in ``label_order``."""
+    columns = [classes.index(label) for label in label_order]
+    return np.log(probabilities[:, columns] + PROBABILITY_FLOOR)
+
+
 def classifier_log_probabilities(
     classifier: LabelClassifier, inputs_list: list[Mapping[str, object]], label_order: tuple[str, ...]
 ) -> np.ndarray:
     probabilities = classifier.probabilities([feature_text(inputs) for inputs in inputs_list])
-    columns = [classifier.classes.index(label) for label in label_order]
-    return np.log(probabilities[:, columns] + PROBABILITY_FLOOR)
+    return log_votes(probabilities, classifier.classes, label_order)
 
 
 class CalibratedLabels(dspy.Module):
@@ -221,6 +226,5 @@ def classifier_and_fit_votes(
         return None, np.zeros((len(fit_index), len(spec.labels))), f"off: {reason}"
     texts = [feature_text(row["inputs"]) for row in rows]
     probabilities, classes = out_of_fold_probabilities(texts, labels, seed=seed)
-    positions = gold.index.get_indexer(fit_index)
-    votes = np.log(probabilities[positions][:, [classes.index(label) for label in spec.labels]] + PROBABILITY_FLOOR)
+    votes = log_votes(probabilities[gold.index.get_indexer(fit_index)], classes, spec.labels)
     return LabelClassifier.fit(texts, labels), votes, f"on: trained on {len(rows)} gold examples"
