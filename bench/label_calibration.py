@@ -17,11 +17,18 @@ training queries once:
   vote on: the product's label classifier (TF-IDF beside static word vectors) trained on the seed's
   ``--train`` examples, and bias and classifier weight fitted together on the ``--fit`` examples
   with the classifier's out-of-fold log-probabilities for them.
-- ``cascade``, ``cascade (LM evidence)``: the fast path in front of the bias. The first with the
-  product's threshold rule (LM accuracy unknown: 0.9, precision floor 0.8); the second with the
-  rule tried on 2026-11-29 and not adopted: the LM's cross-fitted correctness on the fit examples
-  (bias fitted on the other 4 of 5 folds), their mean for the other training examples, and the
-  floor replaced by "at least the LM's estimated accuracy on the same queries".
+- ``classifier alone``: the argmax of the product's label classifier trained on the ``--train``
+  examples (what the fast path would answer if it answered everything).
+- ``cascade``, ``cascade (LM evidence)``: the fast path in front of what ``calibrated`` serves (the
+  bias, plus the vote where the registry turns it on; before 2026-11-29 afternoon, the bias alone
+  for every module). The first with the product's threshold rule (LM accuracy unknown: 0.9,
+  precision floor 0.8); the second with the rule tried on 2026-11-29 and not adopted: the LM's
+  cross-fitted correctness on the fit examples (bias fitted on the other 4 of 5 folds), their mean
+  for the other training examples, and the floor replaced by "at least the LM's estimated accuracy
+  on the same queries".
+- ``cascade (router evidence)``: the product's rule with the evidence a real tenant's training rows
+  carry, the deployed router's recorded answer to each query (``router_label``), here the
+  unoptimized module's (the argmax of its label scores): a tenant's first lane.
 - ``labeled demos`` and ``labeled demos + bias`` (``--demos-per-label N``, N > 0): the prompt of
   the optimizer ``labeled`` (N class-medoid demos per label from the seed's ``--train`` examples)
   scored instead of the unoptimized one, alone and with a bias fitted on its own scores of the
@@ -31,8 +38,11 @@ Every variant answers all corpus eval queries and, for modality, the external ho
 (``../shared/holdout``: evaluation only, never fitted on). Printed per seed: accuracy and the
 paired difference to the unoptimized label scores with its 95 % bootstrap interval and McNemar p.
 
-    .venv/bin/python bench/label_calibration.py [--module modality|routing] [--train 130]
+    .venv/bin/python bench/label_calibration.py [--module modality|routing] [--train 130 [260 390]]
         [--fit 130 50] [--seeds 0 1 2] [--draw stratified|contiguous] [--demos-per-label 0] [--out FILE]
+
+Several ``--train`` sizes share one scoring pass: a learning curve for the classifier, its vote
+and the cascade (390 is the whole train split, so its seeds differ only in folds and fit draw).
 
 ``--draw contiguous`` takes seed N's training examples as the corpus train split's rows
 N·train … (N+1)·train − 1 in file order instead of a stratified draw: a second look with label
@@ -164,6 +174,7 @@ def serving_cost(spec: RoutingModuleSpec, calls: int) -> int:
 @dataclass
 class Row:
     seed: int
+    train: int
     fit: int
     variant: str
     eval_set: str
@@ -176,7 +187,7 @@ class Row:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--module", default="modality", choices=list(ROUTING_MODULES))
-    parser.add_argument("--train", type=int, default=130, help="training examples per seed (classifier)")
+    parser.add_argument("--train", type=int, nargs="+", default=[130], help="training examples per seed (classifier)")
     parser.add_argument("--fit", type=int, nargs="+", default=[130, 50], help="examples the bias is fitted on")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--draw", choices=["stratified", "contiguous"], default="stratified")
@@ -207,10 +218,10 @@ def main() -> int:
             timings.append((time.perf_counter() - started) * 1000)
         return np.array(rows)
 
-    def fitted_bias(seed: int, scores: np.ndarray, part: pd.DataFrame, what: str) -> np.ndarray:
+    def fitted_bias(where: str, scores: np.ndarray, part: pd.DataFrame, what: str) -> np.ndarray:
         bias = fit_bias(scores, part["label"].tolist(), spec.labels)
         shown = ", ".join(f"{label} {value:+.2f}" for label, value in zip(spec.labels, bias))
-        print(f"seed {seed} fit {len(part)} {what}: {shown}")
+        print(f"{where} fit {len(part)} {what}: {shown}")
         return bias
 
     sets: list[EvalSet] = eval_sets(spec, args.holdout, None)
@@ -219,6 +230,8 @@ def main() -> int:
     pool = (
         pd.DataFrame(load_queries("train")).rename(columns={spec.corpus_label_key: "label"}).assign(provenance="human")
     )
+    if args.draw == "contiguous" and (max(args.seeds) + 1) * max(args.train) > len(pool):
+        raise SystemExit(f"--draw contiguous: seeds {args.seeds} x {max(args.train)} rows exceed {len(pool)} rows")
     pool_scores = dict(zip(pool["query"], score_all([spec.inputs(row) for row in pool.to_dict("records")])))
     print(f"scored {len(timings)} queries, p50 {np.percentile(timings, 50):.0f} ms per query", flush=True)
 
@@ -230,24 +243,27 @@ def main() -> int:
         print(f"unoptimized (label scores) {data.name}: {np.mean(baseline[data.name]):.3f}", flush=True)
     rows: list[Row] = []
 
-    def record(seed: int, fit: int, variant: str, adjusted: dict[str, np.ndarray]) -> None:
+    def record(seed: int, train_size: int, fit: int, variant: str, adjusted: dict[str, np.ndarray]) -> None:
         cells = []
         for data in sets:
             correct = [a in ok for a, ok in zip(answers(adjusted[data.name]), data.accept)]
             pc = paired_comparison(correct, baseline[data.name], level=0.95)
             accuracy = float(np.mean(correct))
-            rows.append(Row(seed, fit, variant, data.name, accuracy, pc.gain, [pc.low, pc.high], pc.mcnemar_p))
+            rows.append(
+                Row(seed, train_size, fit, variant, data.name, accuracy, pc.gain, [pc.low, pc.high], pc.mcnemar_p)
+            )
             interval = f"[{pc.low:+.3f}, {pc.high:+.3f}]"
             cells.append(f"{data.name} {accuracy:.3f} ({pc.gain:+.3f} {interval}, p={pc.mcnemar_p:.2f})")
-        print(f"seed {seed} fit {fit} {variant}: " + "; ".join(cells), flush=True)
+        print(f"train {train_size} seed {seed} fit {fit} {variant}: " + "; ".join(cells), flush=True)
 
     contextual = content_free.mean(axis=0)
-    record(-1, 3, "contextual", {name: log_normalized(s - contextual) for name, s in eval_scores.items()})
-    for seed in args.seeds:
+    record(-1, 0, 3, "contextual", {name: log_normalized(s - contextual) for name, s in eval_scores.items()})
+    for train_size, seed in ((size, seed) for size in args.train for seed in args.seeds):
+        where = f"train {train_size} seed {seed}"
         train = (
-            stratified_pick(pool, args.train, seed=seed)
+            stratified_pick(pool, train_size, seed=seed)
             if args.draw == "stratified"
-            else pool.iloc[seed * args.train : (seed + 1) * args.train]
+            else pool.iloc[seed * train_size : (seed + 1) * train_size]
         )
         texts = [feature_text(spec.inputs(row)) for row in train.to_dict("records")]
         embedder = TextEmbedder.fit(texts)
@@ -255,6 +271,8 @@ def main() -> int:
         order = [list(classifier.classes_).index(label) for label in spec.labels]
 
         fast_classifier = LabelClassifier.fit(texts, train["label"].tolist())
+        fast_scores = {d.name: classifier_log_probabilities(fast_classifier, d.inputs, spec.labels) for d in sets}
+        record(seed, train_size, 0, "classifier alone", fast_scores)
 
         def classifier_scores(data: EvalSet) -> np.ndarray:
             texts = [feature_text(inputs) for inputs in data.inputs]
@@ -262,11 +280,13 @@ def main() -> int:
 
         for fit in args.fit:
             part = train if fit >= len(train) else stratified_pick(train, fit, seed=seed)
-            bias = fitted_bias(seed, np.array([pool_scores[q] for q in part["query"]]), part, "bias")
-            record(seed, fit, "bias", {name: s + bias for name, s in eval_scores.items()})
-            record(seed, fit, "half bias", {name: s + bias / 2 for name, s in eval_scores.items()})
+            bias = fitted_bias(where, np.array([pool_scores[q] for q in part["query"]]), part, "bias")
+            served = {name: s + bias for name, s in eval_scores.items()}
+            record(seed, train_size, fit, "bias", served)
+            record(seed, train_size, fit, "half bias", {name: s + bias / 2 for name, s in eval_scores.items()})
             record(
                 seed,
+                train_size,
                 fit,
                 "bias + classifier",
                 {d.name: eval_scores[d.name] + bias + CLASSIFIER_WEIGHT * classifier_scores(d) for d in sets},
@@ -275,19 +295,20 @@ def main() -> int:
             voter, votes, _ = classifier_and_fit_votes(spec, train, part.index, seed)
             if voter is not None:
                 voted_bias, weight = fit_bias_and_weight(fit_scores, votes, part["label"].tolist(), spec.labels)
-                print(f"seed {seed} fit {fit} classifier vote weight {weight:.2f}")
-                record(
-                    seed,
-                    fit,
-                    "bias + classifier vote",
-                    {
-                        d.name: eval_scores[d.name]
-                        + voted_bias
-                        + weight * classifier_log_probabilities(voter, d.inputs, spec.labels)
-                        for d in sets
-                    },
-                )
+                print(f"{where} fit {fit} classifier vote weight {weight:.2f}")
+                voted = {
+                    d.name: eval_scores[d.name]
+                    + voted_bias
+                    + weight * classifier_log_probabilities(voter, d.inputs, spec.labels)
+                    for d in sets
+                }
+                record(seed, train_size, fit, "bias + classifier vote", voted)
+                if spec.calibration_adds_classifier:
+                    served = voted
             fast = train_fast_path(spec, train, lm_accuracy_estimate(None), seed=seed).fast_path
+            unoptimized_answers = [spec.labels[int(np.argmax(pool_scores[q]))] for q in train["query"]]
+            with_router = train.assign(router_label=unoptimized_answers)
+            fast_router = train_fast_path(spec, with_router, lm_accuracy_estimate(None), seed=seed).fast_path
             lm_evidence = cross_fitted_correctness(fit_scores, part["label"].tolist(), spec.labels, seed)
             lm_correct = pd.Series(lm_evidence.mean(), index=train.index)
             lm_correct[part.index] = lm_evidence
@@ -300,26 +321,27 @@ def main() -> int:
             for variant, threshold in (
                 ("cascade", fast.threshold if fast else None),
                 ("cascade (LM evidence)", evidence),
+                ("cascade (router evidence)", fast_router.threshold if fast_router else None),
             ):
                 if threshold is None:
-                    print(f"seed {seed} fit {fit} {variant}: fast path off")
+                    print(f"{where} fit {fit} {variant}: fast path off")
                     continue
                 cascaded = {}
                 for d in sets:
-                    fast_scores = classifier_log_probabilities(fast_classifier, d.inputs, spec.labels)
-                    confident = np.exp(fast_scores.max(axis=1)) >= threshold
-                    cascaded[d.name] = np.where(confident[:, None], fast_scores, eval_scores[d.name] + bias)
-                    print(f"seed {seed} fit {fit} {variant} {d.name}: fast share {confident.mean():.0%}")
-                record(seed, fit, variant, cascaded)
+                    confident = np.exp(fast_scores[d.name].max(axis=1)) >= threshold
+                    cascaded[d.name] = np.where(confident[:, None], fast_scores[d.name], served[d.name])
+                    print(f"{where} fit {fit} {variant} {d.name}: fast share {confident.mean():.0%}")
+                record(seed, train_size, fit, variant, cascaded)
         if args.demos_per_label:
             demos = class_medoid_demos(spec, train, per_label=args.demos_per_label)
             with_demos = {data.name: score_all(data.inputs, demos) for data in sets}
-            record(seed, 0, "labeled demos", with_demos)
+            record(seed, train_size, 0, "labeled demos", with_demos)
             for fit in args.fit:
                 part = train if fit >= len(train) else stratified_pick(train, fit, seed=seed)
                 fit_scores = score_all([spec.inputs(row) for row in part.to_dict("records")], demos)
-                bias = fitted_bias(seed, fit_scores, part, "bias over labeled demos")
-                record(seed, fit, "labeled demos + bias", {name: s + bias for name, s in with_demos.items()})
+                bias = fitted_bias(where, fit_scores, part, "bias over labeled demos")
+                shifted = {name: s + bias for name, s in with_demos.items()}
+                record(seed, train_size, fit, "labeled demos + bias", shifted)
     if args.out:
         args.out.write_text(json.dumps([asdict(row) for row in rows], indent=1))
     return 0
