@@ -278,9 +278,20 @@ def main() -> int:
             texts = [feature_text(inputs) for inputs in data.inputs]
             return np.log(classifier.predict_proba(embedder.transform(texts))[:, order] + 1e-9)
 
+        # What does not depend on the fit draw: the product's thresholds (with the 0.9 default and with
+        # the unoptimized module's answers as router evidence) and the out-of-fold votes on `train`.
+        fast = train_fast_path(spec, train, lm_accuracy_estimate(None), seed=seed).fast_path
+        unoptimized_answers = [spec.labels[int(np.argmax(pool_scores[q]))] for q in train["query"]]
+        with_router = train.assign(router_label=unoptimized_answers)
+        fast_router = train_fast_path(spec, with_router, lm_accuracy_estimate(None), seed=seed).fast_path
+        probabilities, classes = out_of_fold_probabilities(texts, train["label"].tolist(), seed=seed)
+        oof_confidence = probabilities.max(axis=1)
+        oof_correct = np.asarray(classes)[probabilities.argmax(axis=1)] == train["label"].to_numpy()
+
         for fit in args.fit:
             part = train if fit >= len(train) else stratified_pick(train, fit, seed=seed)
-            bias = fitted_bias(where, np.array([pool_scores[q] for q in part["query"]]), part, "bias")
+            fit_scores = np.array([pool_scores[q] for q in part["query"]])
+            bias = fitted_bias(where, fit_scores, part, "bias")
             served = {name: s + bias for name, s in eval_scores.items()}
             record(seed, train_size, fit, "bias", served)
             record(seed, train_size, fit, "half bias", {name: s + bias / 2 for name, s in eval_scores.items()})
@@ -291,7 +302,6 @@ def main() -> int:
                 "bias + classifier",
                 {d.name: eval_scores[d.name] + bias + CLASSIFIER_WEIGHT * classifier_scores(d) for d in sets},
             )
-            fit_scores = np.array([pool_scores[q] for q in part["query"]])
             voter, votes, _ = classifier_and_fit_votes(spec, train, part.index, seed)
             if voter is not None:
                 voted_bias, weight = fit_bias_and_weight(fit_scores, votes, part["label"].tolist(), spec.labels)
@@ -305,19 +315,10 @@ def main() -> int:
                 record(seed, train_size, fit, "bias + classifier vote", voted)
                 if spec.calibration_adds_classifier:
                     served = voted
-            fast = train_fast_path(spec, train, lm_accuracy_estimate(None), seed=seed).fast_path
-            unoptimized_answers = [spec.labels[int(np.argmax(pool_scores[q]))] for q in train["query"]]
-            with_router = train.assign(router_label=unoptimized_answers)
-            fast_router = train_fast_path(spec, with_router, lm_accuracy_estimate(None), seed=seed).fast_path
             lm_evidence = cross_fitted_correctness(fit_scores, part["label"].tolist(), spec.labels, seed)
             lm_correct = pd.Series(lm_evidence.mean(), index=train.index)
             lm_correct[part.index] = lm_evidence
-            probabilities, classes = out_of_fold_probabilities(texts, train["label"].tolist(), seed=seed)
-            evidence = evidence_threshold(
-                probabilities.max(axis=1),
-                np.asarray(classes)[probabilities.argmax(axis=1)] == train["label"].to_numpy(),
-                lm_correct.to_numpy(),
-            )
+            evidence = evidence_threshold(oof_confidence, oof_correct, lm_correct.to_numpy())
             for variant, threshold in (
                 ("cascade", fast.threshold if fast else None),
                 ("cascade (LM evidence)", evidence),
