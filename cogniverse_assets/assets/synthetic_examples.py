@@ -97,6 +97,7 @@ def build_synthetic_examples(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
                 "rejected": dg.MetadataValue.json(report.rejected),
                 "stopped": report.stopped or "",
                 "lm_calls": report.lm_calls,
+                "copy_probes": report.copy_probes,
                 "generation_seconds": round(report.seconds, 1),
                 "per_label": dg.MetadataValue.json({k: int(v) for k, v in combined["label"].value_counts().items()}),
                 "per_augmentation": dg.MetadataValue.json(

@@ -1,5 +1,7 @@
 """The synthetic query generator: logic with DummyLM, and the asset with the real local LM."""
 
+import json
+
 import dspy
 import pytest
 from dspy.utils import DummyLM
@@ -8,7 +10,13 @@ from cogniverse_assets import blending
 from cogniverse_assets.assets.routing_traces import routing_traces_assets
 from cogniverse_assets.assets.synthetic_examples import SYNTHETIC_TABLE, synthetic_examples_assets
 from cogniverse_assets.modules.registry import get_module
-from cogniverse_assets.synthetic import COPIES_BEFORE_STOP, MAX_ATTEMPTS, SyntheticQueryGenerator, copies_content
+from cogniverse_assets.synthetic import (
+    COPIES_BEFORE_STOP,
+    COPY_PROBE_TOKENS,
+    MAX_ATTEMPTS,
+    SyntheticQueryGenerator,
+    copies_content,
+)
 from cogniverse_resources.content import CatalogContentBackend, ContentBackendResource
 from cogniverse_resources.lm import LanguageModelResource
 from cogniverse_resources.stack import free_port
@@ -22,6 +30,33 @@ def _generator(answers, module="modality"):
 
 def _written(query):
     return {"query": query, "entities": ["thing"]}
+
+
+class CuttingLM(DummyLM):
+    """A ``DummyLM`` that stops after ``max_tokens`` tokens of its answer (4 characters each), as a server does."""
+
+    def __init__(self, answers, adapter):
+        super().__init__(answers, adapter=adapter)
+        self.max_chars = None
+
+    def __call__(self, *args, **kwargs):
+        self.max_chars = 4 * kwargs.get("max_tokens", self.kwargs["max_tokens"])
+        return super().__call__(*args, **kwargs)
+
+    def _format_answer_fields(self, field_names_and_values):
+        return super()._format_answer_fields(field_names_and_values)[: self.max_chars]
+
+
+LOADING_DOCK = "Security camera recording from the rear loading dock after closing time"
+
+
+def _loading_dock_catalog():
+    return CatalogContentBackend(
+        [
+            {"id": f"c-{modality}", "title": "Loading Dock", "description": LOADING_DOCK, "modality": modality}
+            for modality in ("video", "image", "audio", "document", "text")
+        ]
+    )
 
 
 def test_balanced_across_labels_with_provenance():
@@ -105,50 +140,62 @@ def test_cold_start_lane_with_the_local_lm_keeps_no_copied_content_and_says_why_
         assert not copies_content(row.query, "\n".join(items[i].as_text() for i in row.source_item_ids))
     (event,) = result.asset_materializations_for_node(synthetic_examples_assets[0].op.name)
     metadata = {key: value.value for key, value in event.metadata.items()}
-    # Four candidates were asked for; each is a write call, plus a verifier call when it is not rejected first.
-    assert len(synthetic) + sum(metadata["rejected"].values()) <= metadata["lm_calls"] <= 2 * 4 * MAX_ATTEMPTS
+    # Four candidates were asked for; each attempt is a write call, after a copy a probe before it, and a
+    # verifier call when it is not rejected first.
+    assert len(synthetic) + sum(metadata["rejected"].values()) <= metadata["lm_calls"] <= 3 * 4 * MAX_ATTEMPTS
+    copies = metadata["rejected"].get("copies_content", 0)
+    assert metadata["copy_probes"] >= copies - 1  # every attempt after the first copy is probed
     if len(synthetic) == 0:  # the 0.5B teacher copies its content (docs/benchmarks.md, "make demo")
-        assert metadata["rejected"].get("copies_content", 0) >= COPIES_BEFORE_STOP
+        assert copies >= COPIES_BEFORE_STOP
         assert "ROUTER_OPTIMIZER_TEACHER_MODEL" in metadata["stopped"]
 
 
 def test_candidates_that_copy_their_content_are_rejected_and_generation_stops():
-    description = "Security camera recording from the rear loading dock after closing time"
-    catalog = [
-        {"id": f"c-{modality}", "title": "Loading Dock", "description": description, "modality": modality}
-        for modality in ("video", "image", "audio", "document", "text")
-    ]
     adapter = dspy.JSONAdapter()
-    lm = DummyLM([_written(f"Loading Dock. {description}")] * 20, adapter=adapter)
-    generator = SyntheticQueryGenerator(get_module("modality"), CatalogContentBackend(catalog), lm, adapter, seed=3)
+    lm = CuttingLM([_written(f"Loading Dock. {LOADING_DOCK}")] * 20, adapter=adapter)
+    generator = SyntheticQueryGenerator(get_module("modality"), _loading_dock_catalog(), lm, adapter, seed=3)
 
     frame, report = generator.generate(10)
 
     assert frame.empty
     assert report.rejected == {"copies_content": 5}  # the first example's 3 attempts, 2 of the second's, stop
-    assert report.lm_calls == 5
+    # One full write; after it, each write is cut at the probe's length, which shows the copy already.
+    assert report.lm_calls == 5 and report.copy_probes == 4
     assert "copied its content instead of writing a request 5 times in a row" in report.stopped
 
 
+def test_after_a_copy_a_request_of_its_own_is_probed_then_written_in_full():
+    own = "please find the night time security footage of the rear loading dock where a white van arrives"
+    assert len(json.dumps(_written(own))) > 4 * COPY_PROBE_TOKENS  # the probe ends inside the JSON: no parse
+    adapter = dspy.JSONAdapter()
+    answers = [_written(f"Loading Dock. {LOADING_DOCK}"), _written(own), _written(own), {"agrees": True}]
+    generator = SyntheticQueryGenerator(
+        get_module("modality"), _loading_dock_catalog(), CuttingLM(answers, adapter=adapter), adapter, seed=3
+    )
+
+    frame, report = generator.generate(1)
+
+    assert frame["query"].tolist() == [own] and frame["attempts"].tolist() == [2]
+    assert report.rejected == {"copies_content": 1}
+    assert report.lm_calls == 4 and report.copy_probes == 1
+
+
 def test_copies_stop_generation_only_when_they_come_in_a_row():
-    description = "Security camera recording from the rear loading dock after closing time"
-    catalog = [
-        {"id": f"c-{modality}", "title": "Loading Dock", "description": description, "modality": modality}
-        for modality in ("video", "image", "audio", "document", "text")
-    ]
-    copy = _written(f"Loading Dock. {description}")
-    answers = []
+    copy = _written(f"Loading Dock. {LOADING_DOCK}")
+    answers = [copy]  # after this first copy, every write is probed first (the probe's answer comes first)
     for i in range(4):  # two copies, then a request of its own, accepted: each run of copies is broken
-        answers += [copy, copy, _written(f"night footage of the loading dock {i}"), {"agrees": True}]
+        own = _written(f"night footage of the loading dock {i}")
+        answers += ([] if i == 0 else [copy]) + [copy, own, own, {"agrees": True}]
     adapter = dspy.JSONAdapter()
     generator = SyntheticQueryGenerator(
-        get_module("modality"), CatalogContentBackend(catalog), DummyLM(answers, adapter=adapter), adapter, seed=3
+        get_module("modality"), _loading_dock_catalog(), CuttingLM(answers, adapter=adapter), adapter, seed=3
     )
 
     frame, report = generator.generate(4)
 
     assert len(frame) == 4 and report.stopped is None
     assert report.rejected == {"copies_content": 8}
+    assert report.copy_probes == 11  # every write after the first copy: 7 copies and 4 requests of their own
 
 
 def test_copies_content_flags_long_verbatim_runs_not_titles_or_rewordings():
