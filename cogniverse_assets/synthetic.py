@@ -116,6 +116,11 @@ class GenerationReport:
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
+    def reject_copy(self) -> None:
+        """A write that copied its content, found by the probe or in the full answer."""
+        self.reject("copies_content")
+        self.consecutive_copies += 1
+
 
 def _words(text: str) -> list[str]:
     return "".join(ch if ch.isalnum() else " " for ch in text.lower()).split()
@@ -206,8 +211,7 @@ class SyntheticQueryGenerator:
             request = {"content": content, "intended_decision": self._intended(label), "style": style}
             probe = self.copy_probe_tokens and report.rejected.get("copies_content")
             if probe and self._starts_as_copy(request, report):
-                report.reject("copies_content")
-                report.consecutive_copies += 1
+                report.reject_copy()
                 continue
             written = self.write(**request)
             report.lm_calls += 1
@@ -216,8 +220,7 @@ class SyntheticQueryGenerator:
                 report.reject("length")
                 continue
             if copies_content(query, content):
-                report.reject("copies_content")
-                report.consecutive_copies += 1
+                report.reject_copy()
                 continue
             report.consecutive_copies = 0
             if normalize_query(query) in seen:
