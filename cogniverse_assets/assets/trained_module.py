@@ -84,7 +84,7 @@ def build_trained_module(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
             parameters=result.parameters,
             state=result.program.dump_state(),
             train_size=len(train),
-            selection_size=len(selection or []),
+            selection_size=0 if selection is None else len(selection),
             lm_calls=result.lm_calls,
             lm_tokens=result.lm_tokens,
             wall_time_s=round(result.seconds, 2),

@@ -209,3 +209,37 @@ def test_lm_killed_mid_compile_stores_nothing_and_keeps_the_deployment(tenant_en
     assert "STEP_UP_FOR_RETRY" in events and events.count("STEP_FAILURE") == 1  # retried, then failed
     assert sorted(path.name for path in modules_dir.iterdir()) == ["v0.json"]  # no partial module, no pointer
     assert store.deployed(tenant, "modality").version == "v0"
+
+
+def test_an_optimizer_that_selects_gets_its_own_split_and_the_version_records_it(tenant_env, monkeypatch):
+    """MIPROv2 and GEPA select on examples they do not train on. The compile is replaced (this test is
+    about the asset's bookkeeping, not the optimizer, which tests/cogniverse_assets/test_optimizers.py
+    runs): it sees disjoint train and selection rows that together are the lane's train split, and
+    the stored version records both sizes."""
+    from cogniverse_assets.assets import trained_module as trained_module_stage
+    from cogniverse_assets.assets.training_set import TRAINING_SET_TABLE
+    from cogniverse_assets.optimizers import CompileResult
+
+    seen = {}
+
+    def compile_without_lm(spec, optimizer, train, student, teacher, adapter, **options):
+        seen.update(optimizer=optimizer, train=set(train.index), selection=set(options["selection"].index))
+        return CompileResult(spec.program(), optimizer, {}, 0.0, 0, 0)
+
+    monkeypatch.setattr(trained_module_stage, "compile_module", compile_without_lm)
+    tenant = tenant_env.add(
+        "selects",
+        use_synthetic_data=False,
+        preferred_optimizer="mipro",
+        max_optimization_lm_calls=100_000,
+        max_optimization_seconds=100_000,
+    )
+    emit_traffic(tenant_env.phoenix, tenant, n=45, feedback_rate=1.0, seed=24, progress=False, modules=["modality"])
+    assert tenant_env.materialize(MODALITY_LANE, tenant, **_resources(tenant_env)).success
+
+    table = tenant_env.artifacts.read_table(tenant, "modality", TRAINING_SET_TABLE)
+    train_rows = int((table["split"] == "train").sum())
+    assert seen["optimizer"] == "mipro" and seen["selection"] and not seen["train"] & seen["selection"]
+    assert seen["train"] | seen["selection"] == set(range(train_rows))  # rows of the split, numbered from 0
+    payload = load_module_payload(tenant_env.artifacts, tenant, "modality")
+    assert (payload["train_size"], payload["selection_size"]) == (len(seen["train"]), len(seen["selection"]))
