@@ -69,13 +69,9 @@ def lanes() -> list[tuple]:
 
 
 def measure(server: str, model: Path) -> None:
-    port = stack.free_port()
     directory = stack.run_dir() / f"bench-lm-server-{server}-{os.getpid()}"
     build = stock_service if server == "stock" else stack.lm_service
-    service = build(port=port, directory=directory, model_path=model)
-    status = service.start()
-    os.environ["COGNIVERSE_LM_PORT"] = str(port)
-    try:
+    with stack.private_lm_server(directory, model, build) as status:
         resource = LanguageModelResource.from_env()
         lm, adapter = resource.student(cache=False), resource.adapter()
         built, queries = lanes(), load_queries("eval")[:QUERIES]
@@ -99,8 +95,6 @@ def measure(server: str, model: Path) -> None:
                     flush=True,
                 )
         print(f"{server:8s} server peak RSS {peak_rss_mb(status.pid):.0f} MB", flush=True)
-    finally:
-        service.stop()
 
 
 def main() -> int:

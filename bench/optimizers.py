@@ -175,15 +175,8 @@ def main() -> int:
     args = parser.parse_args()
     spec = get_module(args.module)
 
-    model = stack.ensure_local_model()
-    port = stack.free_port()
-    service = stack.lm_service(
-        port=port, directory=stack.run_dir() / f"bench-optimizers-{os.getpid()}", model_path=model
-    )
-    service.start()
-    os.environ["COGNIVERSE_LM_PORT"] = str(port)
     rows: list[Row] = []
-    try:
+    with stack.private_lm_server(stack.run_dir() / f"bench-optimizers-{os.getpid()}"):
         resource = LanguageModelResource.from_env()
         lm, adapter = resource.student(), resource.adapter()
         pool = (
@@ -265,8 +258,6 @@ def main() -> int:
                         ),
                         flush=True,
                     )
-    finally:
-        service.stop()
 
     if args.out:
         args.out.write_text(json.dumps([asdict(row) for row in rows], indent=1))

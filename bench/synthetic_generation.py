@@ -28,14 +28,8 @@ VARIANTS = {"probe": COPY_PROBE_TOKENS, "no probe": None}
 
 
 def run_variant(probe_tokens: int | None, modules: list[str], seeds: list[int], requests: int, model) -> dict:
-    port = stack.free_port()
-    service = stack.lm_service(
-        port=port, directory=stack.run_dir() / f"bench-synthetic-{port}-{os.getpid()}", model_path=model
-    )
-    service.start()
-    os.environ["COGNIVERSE_LM_PORT"] = str(port)
     results = {}
-    try:
+    with stack.private_lm_server(stack.run_dir() / f"bench-synthetic-{probe_tokens}-{os.getpid()}", model):
         resource = LanguageModelResource.from_env()
         teacher, adapter = resource.teacher(), resource.adapter()
         with dspy.context(lm=teacher, adapter=adapter):
@@ -53,8 +47,6 @@ def run_variant(probe_tokens: int | None, modules: list[str], seeds: list[int], 
                 started = time.perf_counter()
                 frame, report = generator.generate(requests)
                 results[(module, seed)] = (time.perf_counter() - started, sorted(frame["query"]), report)
-    finally:
-        service.stop()
     return results
 
 

@@ -28,6 +28,8 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -447,6 +449,28 @@ def lm_service(
         port_env_hint="COGNIVERSE_LM_PORT",
     )
     return ManagedService(spec, directory)
+
+
+@contextmanager
+def private_lm_server(
+    directory: Path, model_path: Path | None = None, build: Callable[..., ManagedService] = lm_service
+) -> Iterator[ServiceStatus]:
+    """A local LM server of one's own (benches, tests) on a free port, started by ``build``, which
+    ``LanguageModelResource()`` points at (``COGNIVERSE_LM_PORT``) until the block ends; then it is
+    stopped and the variable restored. Yields the started server's status (``pid``, ``url``)."""
+    port = free_port()
+    service = build(port=port, directory=directory, model_path=model_path or ensure_local_model())
+    status = service.start()
+    previous = os.environ.get("COGNIVERSE_LM_PORT")
+    os.environ["COGNIVERSE_LM_PORT"] = str(port)
+    try:
+        yield status
+    finally:
+        service.stop()
+        if previous is None:
+            os.environ.pop("COGNIVERSE_LM_PORT", None)
+        else:
+            os.environ["COGNIVERSE_LM_PORT"] = previous
 
 
 def stack_services() -> list[ManagedService]:

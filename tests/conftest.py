@@ -221,21 +221,8 @@ def private_redis(workdir: Path, password: str | None = None):
 @pytest.fixture(scope="session")
 def local_lm(tmp_path_factory):
     """The real local LM server (Qwen2.5-Coder-0.5B GGUF via llama.cpp); returns its api_base."""
-    model = stack.ensure_local_model()
-    root = tmp_path_factory.mktemp("lm")
-    port = stack.free_port()
-    service = stack.lm_service(port=port, directory=root, model_path=model)
-    service.start()
-    previous = os.environ.get("COGNIVERSE_LM_PORT")
-    os.environ["COGNIVERSE_LM_PORT"] = str(port)  # LanguageModelResource() now points at it
-    try:
-        yield stack.local_lm_api_base(port)
-    finally:
-        service.stop()
-        if previous is None:
-            os.environ.pop("COGNIVERSE_LM_PORT", None)
-        else:
-            os.environ["COGNIVERSE_LM_PORT"] = previous
+    with stack.private_lm_server(tmp_path_factory.mktemp("lm")):  # LanguageModelResource() points at it
+        yield stack.local_lm_api_base()
 
 
 @pytest.fixture

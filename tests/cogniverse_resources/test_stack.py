@@ -117,3 +117,24 @@ def test_postgres_phoenix_stores_its_spans_in_its_postgres_database(phoenix_post
     with psycopg2.connect(phoenix_postgres_database) as connection, connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM spans WHERE span_id = %s", (span_id,))
         assert cursor.fetchone() == (1,)
+
+
+def test_a_private_lm_server_is_the_one_the_lm_points_at_until_it_stops(tmp_path, monkeypatch):
+    monkeypatch.setenv("COGNIVERSE_LM_PORT", "1234")
+    stopped = []
+
+    class RecordingService:  # stands in for the llama.cpp process: only the bookkeeping is under test
+        def __init__(self, port, directory, model_path):
+            self.port = port
+
+        def start(self):
+            return stack.ServiceStatus("lm", True, True, 1, f"http://{stack.HOST}:{self.port}", tmp_path / "lm.log")
+
+        def stop(self):
+            stopped.append(self.port)
+
+    with pytest.raises(RuntimeError, match="bench failed"):
+        with stack.private_lm_server(tmp_path, tmp_path / "model.gguf", RecordingService) as status:
+            assert stack.local_lm_api_base() == f"{status.url}/v1" != f"http://{stack.HOST}:1234/v1"
+            raise RuntimeError("bench failed")
+    assert len(stopped) == 1 and os.environ["COGNIVERSE_LM_PORT"] == "1234"
