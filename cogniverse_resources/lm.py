@@ -17,7 +17,7 @@ always names a canonical label. Hosted models use DSPy's ``JSONAdapter`` (native
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import Literal, Mapping, get_args, get_origin
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # litellm must not fetch a price map
 
@@ -30,6 +30,8 @@ from cogniverse_resources import settings
 from cogniverse_resources.stack import LOCAL_MODEL_ALIAS, local_lm_api_base
 
 LOCAL_MODEL = f"openai/{LOCAL_MODEL_ALIAS}"
+PromptLayout = Literal["reminder_last", "reminder_first", "no_reminder"]
+PROMPT_LAYOUTS: tuple[str, ...] = get_args(PromptLayout)
 LOCAL_API_KEY = "local"
 
 
@@ -38,11 +40,44 @@ class LlamaCppJSONAdapter(dspy.JSONAdapter):
 
     llama.cpp's OpenAI server turns ``{"type": "json_object", "schema": ...}`` into a grammar, so
     generation cannot leave the schema (Literal fields become enums).
+
+    ``layout`` places DSPy's reminder of the output fields ("Respond with a JSON object in the
+    following order of fields: ...") in the last user message of a signature whose outputs are all
+    closed (Literal or bool), which the grammar enforces anyway: after the inputs (``reminder_last``,
+    DSPy's layout), before them (``reminder_first``) or nowhere (``no_reminder``). After the query it
+    is the one constant part of the prompt that the server's prompt cache cannot reuse, 35–60 tokens
+    evaluated again on every call (``bench/prompt_layout.py``, docs/benchmarks.md "Prompt layout").
+    Signatures with a free-text output always get DSPy's layout. The default stays DSPy's: the other
+    two made calls 0.5–0.6× as long, but did not meet the accuracy rule set before measuring
+    (``reminder_first``: routing's unoptimized module −0.038 on the corpus eval queries).
     """
+
+    def __init__(self, layout: PromptLayout = "reminder_last", **kwargs):
+        if layout not in PROMPT_LAYOUTS:
+            raise ValueError(f"prompt layout {layout!r}: expected one of {', '.join(PROMPT_LAYOUTS)}")
+        super().__init__(**kwargs)
+        self.layout = layout
 
     def _prepare_response_format(self, lm, lm_kwargs, signature):  # noqa: ANN001 - DSPy's hook
         schema = _get_structured_outputs_response_format(signature).model_json_schema()
         lm_kwargs["response_format"] = {"type": "json_object", "schema": schema}
+
+    def format_user_message_content(
+        self, signature: type[dspy.Signature], inputs: dict, prefix: str = "", suffix: str = "", main_request=False
+    ) -> str:
+        if not main_request or self.layout == "reminder_last" or not has_closed_outputs(signature):
+            return super().format_user_message_content(signature, inputs, prefix, suffix, main_request)
+        if self.layout == "reminder_first":
+            prefix = "\n\n".join(part for part in (prefix, self.user_message_output_requirements(signature)) if part)
+        return super().format_user_message_content(signature, inputs, prefix, suffix, main_request=False)
+
+
+def has_closed_outputs(signature: type[dspy.Signature]) -> bool:
+    """Every output field is a Literal or a bool: the grammar leaves the model only listed values."""
+    return all(
+        field.annotation is bool or get_origin(field.annotation) is Literal
+        for field in signature.output_fields.values()
+    )
 
 
 class LanguageModelResource(dg.ConfigurableResource):

@@ -3,7 +3,7 @@ import pytest
 
 from cogniverse_assets.demo_data import load_queries
 from cogniverse_assets.modules.registry import ROUTING_MODULES
-from cogniverse_resources.lm import LOCAL_MODEL, LanguageModelResource, LlamaCppJSONAdapter
+from cogniverse_resources.lm import LOCAL_MODEL, PROMPT_LAYOUTS, LanguageModelResource, LlamaCppJSONAdapter
 
 
 class _FakeLM:
@@ -45,3 +45,25 @@ def test_local_lm_answers_always_parse_to_canonical_labels(local_lm):
             program = spec.program()
             for row in rows:
                 assert spec.label_of(program(**spec.inputs(row))) in spec.labels
+
+
+def test_prompt_layouts_move_the_reminder_of_closed_outputs_only():
+    from cogniverse_assets.synthetic import WriteRoutingQuery
+
+    reminder = "Respond with a JSON object in the following order of fields"
+    for spec in ROUTING_MODULES.values():  # Literal and bool outputs: the grammar enforces them
+        inputs = {name: "the keynote" if name == "query" else ["keynote"] for name in spec.signature.input_fields}
+        last = {
+            layout: LlamaCppJSONAdapter(layout).format(spec.signature, [], inputs)[-1]["content"]
+            for layout in PROMPT_LAYOUTS
+        }
+        fields = last["no_reminder"]
+        assert fields.startswith("[[ ## query ## ]]") and reminder not in fields
+        assert last["reminder_last"].startswith(fields + "\n\n" + reminder)
+        assert last["reminder_first"].startswith(reminder) and last["reminder_first"].endswith("\n\n" + fields)
+    open_output = {
+        LlamaCppJSONAdapter(layout).format(WriteRoutingQuery, [], {})[-1]["content"] for layout in PROMPT_LAYOUTS
+    }
+    assert len(open_output) == 1 and reminder in open_output.pop()  # a free-text field: DSPy's layout
+    with pytest.raises(ValueError, match="prompt layout 'sideways'"):
+        LlamaCppJSONAdapter("sideways")
