@@ -5,8 +5,8 @@ fields and their allowed values ("Respond with a JSON object in the following or
 `agent` (must be formatted as a valid Python Literal[...])"). The local server constrains the answer
 to the signature's JSON schema, so where every output field is a Literal or a bool the reminder
 lists nothing the grammar does not enforce; the system message states the same. After the query,
-it is the one constant part of the prompt that the server's prompt cache cannot reuse: each call
-evaluates it again (35–60 tokens of the 80–95 a call evaluates). ``LlamaCppJSONAdapter``'s layouts:
+it is the one constant part of the prompt that the server's prompt cache cannot reuse: each
+call evaluates it again (40–60 tokens). ``LlamaCppJSONAdapter``'s layouts:
 ``reminder_last`` (DSPy's), ``reminder_first`` (before the inputs, so cached), ``no_reminder``.
 
 For each module, the unoptimized program and one with two class-medoid demos per label from the

@@ -45,7 +45,7 @@ class LlamaCppJSONAdapter(dspy.JSONAdapter):
     following order of fields: ...") in the last user message of a signature whose outputs are all
     closed (Literal or bool), which the grammar enforces anyway: after the inputs (``reminder_last``,
     DSPy's layout), before them (``reminder_first``) or nowhere (``no_reminder``). After the query it
-    is the one constant part of the prompt that the server's prompt cache cannot reuse, 35–60 tokens
+    is the one constant part of the prompt that the server's prompt cache cannot reuse, 40–60 tokens
     evaluated again on every call (``bench/prompt_layout.py``, docs/benchmarks.md "Prompt layout").
     Signatures with a free-text output always get DSPy's layout. The default stays DSPy's: the other
     two made calls 0.5–0.6× as long, but did not meet the accuracy rule set before measuring
