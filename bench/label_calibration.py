@@ -100,7 +100,7 @@ from cogniverse_resources.label_scorer import LocalLabelScorer, log_normalized
 from cogniverse_resources.lm import LlamaCppJSONAdapter
 
 sys.path.insert(0, str(Path(__file__).parent))
-from optimizers import DEFAULT_HOLDOUT, EvalSet, eval_sets  # noqa: E402 - the sibling bench's eval sets
+from optimizers import DEFAULT_HOLDOUT, EvalSet, corpus_train_pool, eval_sets  # noqa: E402 - the sibling bench's data
 
 CONTENT_FREE = ("", "N/A", "[MASK]")
 CLASSIFIER_WEIGHT = 0.5
@@ -227,9 +227,7 @@ def main() -> int:
     sets: list[EvalSet] = eval_sets(spec, args.holdout, None)
     content_free = score_all([spec.inputs({"query": query}) for query in CONTENT_FREE])
     eval_scores = {data.name: score_all(data.inputs) for data in sets}
-    pool = (
-        pd.DataFrame(load_queries("train")).rename(columns={spec.corpus_label_key: "label"}).assign(provenance="human")
-    )
+    pool = corpus_train_pool(spec)
     if args.draw == "contiguous" and (max(args.seeds) + 1) * max(args.train) > len(pool):
         raise SystemExit(f"--draw contiguous: seeds {args.seeds} x {max(args.train)} rows exceed {len(pool)} rows")
     pool_scores = dict(zip(pool["query"], score_all([spec.inputs(row) for row in pool.to_dict("records")])))

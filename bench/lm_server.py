@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import dspy
-import pandas as pd
+from optimizers import corpus_train_pool  # bench/optimizers.py, beside this script
 
 from cogniverse_assets.demo_data import load_queries
 from cogniverse_assets.modules.demos import class_medoid_demos
@@ -57,13 +57,11 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def lanes() -> list[tuple]:
-    pool = pd.DataFrame(load_queries("train"))
     built = []
     for name in LANES:
         spec = get_module(name)
         program = spec.program()
-        train = pool.rename(columns={spec.corpus_label_key: "label"}).assign(provenance="human")
-        program.demos = class_medoid_demos(spec, train, per_label=2)
+        program.demos = class_medoid_demos(spec, corpus_train_pool(spec), per_label=2)
         built.append((spec, program))
     return built
 

@@ -78,6 +78,13 @@ class Row:
     cascade: dict = field(default_factory=dict)
 
 
+def corpus_train_pool(spec: RoutingModuleSpec) -> pd.DataFrame:
+    """The corpus train split as the module's gold-labeled training rows (``label``, human provenance)."""
+    return (
+        pd.DataFrame(load_queries("train")).rename(columns={spec.corpus_label_key: "label"}).assign(provenance="human")
+    )
+
+
 def eval_sets(spec: RoutingModuleSpec, holdout: Path | None, limit: int | None) -> list[EvalSet]:
     corpus = load_queries("eval")[:limit]
     sets = [EvalSet("corpus eval", [spec.inputs(r) for r in corpus], [[str(r[spec.corpus_label_key])] for r in corpus])]
@@ -179,11 +186,7 @@ def main() -> int:
     with stack.private_lm_server(stack.run_dir() / f"bench-optimizers-{os.getpid()}"):
         resource = LanguageModelResource.from_env()
         lm, adapter = resource.student(), resource.adapter()
-        pool = (
-            pd.DataFrame(load_queries("train"))
-            .rename(columns={spec.corpus_label_key: "label"})
-            .assign(provenance="human")
-        )
+        pool = corpus_train_pool(spec)
         sets = eval_sets(spec, args.holdout, args.limit)
         baseline = {data.name: answer_all(spec, spec.program(), lm, adapter, data) for data in sets}
         for data in sets:

@@ -28,10 +28,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from optimizers import DEFAULT_HOLDOUT, answer_all, eval_sets  # bench/optimizers.py, beside this script
+from optimizers import (  # bench/optimizers.py, beside this script
+    DEFAULT_HOLDOUT,
+    answer_all,
+    corpus_train_pool,
+    eval_sets,
+)
 
-from cogniverse_assets.demo_data import load_queries
 from cogniverse_assets.modules.demos import class_medoid_demos
 from cogniverse_assets.modules.registry import ROUTING_MODULES, get_module
 from cogniverse_assets.scoring import paired_comparison
@@ -40,11 +43,8 @@ from cogniverse_resources.lm import PROMPT_LAYOUTS, LanguageModelResource, Llama
 
 
 def programs(spec) -> dict:  # noqa: ANN001 - a RoutingModuleSpec
-    pool = (
-        pd.DataFrame(load_queries("train")).rename(columns={spec.corpus_label_key: "label"}).assign(provenance="human")
-    )
     with_demos = spec.program()
-    with_demos.demos = class_medoid_demos(spec, pool, per_label=2)
+    with_demos.demos = class_medoid_demos(spec, corpus_train_pool(spec), per_label=2)
     return {"unoptimized": spec.program(), "2 demos/label": with_demos}
 
 
