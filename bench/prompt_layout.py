@@ -11,12 +11,14 @@ call evaluates it again (40–60 tokens). ``LlamaCppJSONAdapter``'s layouts:
 
 For each module, the unoptimized program and one with two class-medoid demos per label from the
 corpus train split answer the 130 corpus eval queries (modality also the external holdout, evaluation
-only) once per layout, the order alternating between programs. Prints each layout's accuracy, the
-paired difference (other − reference) with its 95 % bootstrap interval and McNemar p, the share of
-identical answers, and p50/p95 seconds per call.
+only) once per layout, the order alternating between programs. ``--queries train --sample N`` asks
+instead a seeded random N of the corpus train queries that are not among those demos: queries no
+earlier layout figure came from, for a confirmatory run of a choice made on the eval queries.
+Prints each layout's accuracy, the paired difference (other − reference) with its 95 % bootstrap
+interval and McNemar p, the share of identical answers, and p50/p95 seconds per call.
 
     .venv/bin/python bench/prompt_layout.py [--layouts reminder_last reminder_first] [--modules ...]
-        [--limit N] [--out FILE]
+        [--limit N] [--queries eval|train --sample N] [--out FILE]
 """
 
 from __future__ import annotations
@@ -24,17 +26,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import time
 from pathlib import Path
 
 import numpy as np
 from optimizers import (  # bench/optimizers.py, beside this script
     DEFAULT_HOLDOUT,
+    EvalSet,
     answer_all,
     corpus_train_pool,
     eval_sets,
 )
 
+from cogniverse_assets.demo_data import load_queries
 from cogniverse_assets.modules.demos import class_medoid_demos
 from cogniverse_assets.modules.registry import ROUTING_MODULES, get_module
 from cogniverse_assets.scoring import paired_comparison
@@ -46,6 +51,16 @@ def programs(spec) -> dict:  # noqa: ANN001 - a RoutingModuleSpec
     with_demos = spec.program()
     with_demos.demos = class_medoid_demos(spec, corpus_train_pool(spec), per_label=2)
     return {"unoptimized": spec.program(), "2 demos/label": with_demos}
+
+
+def fresh_train_set(spec, demos: list, sample: int, seed: int) -> EvalSet:  # noqa: ANN001 - a RoutingModuleSpec
+    """A seeded random ``sample`` of the corpus train queries, leaving out the demos' queries."""
+    demo_queries = {demo.query for demo in demos}
+    rows = [row for row in load_queries("train") if row["query"] not in demo_queries]
+    rows = random.Random(seed).sample(rows, min(sample, len(rows)))
+    return EvalSet(
+        "corpus train (fresh)", [spec.inputs(r) for r in rows], [[str(r[spec.corpus_label_key])] for r in rows]
+    )
 
 
 def seconds(latencies_ms: list[float], q: int) -> float:
@@ -64,6 +79,14 @@ def main() -> None:
     parser.add_argument("--modules", nargs="+", default=list(ROUTING_MODULES), choices=list(ROUTING_MODULES))
     parser.add_argument("--limit", type=int, default=None, help="first N queries of each set")
     parser.add_argument("--holdout", type=Path, default=DEFAULT_HOLDOUT)
+    parser.add_argument(
+        "--queries",
+        choices=["eval", "train"],
+        default="eval",
+        help="eval: the corpus eval queries (and the holdout); train: fresh corpus train queries, no demos",
+    )
+    parser.add_argument("--sample", type=int, default=200, help="with --queries train: how many")
+    parser.add_argument("--sample-seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
     args = parser.parse_args()
     reference, other = args.layouts
@@ -74,10 +97,16 @@ def main() -> None:
         flip = False
         for name in args.modules:
             spec = get_module(name)
-            for program_name, program in programs(spec).items():
+            module_programs = programs(spec)
+            if args.queries == "train":
+                demos = module_programs["2 demos/label"].demos
+                query_sets = [fresh_train_set(spec, demos, args.sample, args.sample_seed)]
+            else:
+                query_sets = eval_sets(spec, args.holdout, args.limit)
+            for program_name, program in module_programs.items():
                 order = [other, reference] if flip else [reference, other]
                 flip = not flip
-                for data in eval_sets(spec, args.holdout, args.limit):
+                for data in query_sets:
                     answers = {}
                     for layout in order:
                         started = time.perf_counter()
