@@ -185,7 +185,7 @@ def main() -> int:
     rows: list[Row] = []
     with stack.private_lm_server(stack.run_dir() / f"bench-optimizers-{os.getpid()}"):
         resource = LanguageModelResource.from_env()
-        lm, adapter = resource.student(), resource.adapter()
+        lm, adapter = resource.student(), resource.adapter(spec.prompt_layout)  # the layout the product serves
         pool = corpus_train_pool(spec)
         sets = eval_sets(spec, args.holdout, args.limit)
         baseline = {data.name: answer_all(spec, spec.program(), lm, adapter, data) for data in sets}

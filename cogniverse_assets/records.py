@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cogniverse_resources.lm import PromptLayout
+
 
 class _Record(BaseModel):
     # Stored records may carry fields that later versions dropped; readers ignore them.
@@ -43,6 +45,9 @@ class ModuleVersion(_Record):
     # it is on or off.
     fast_path: dict | None = None
     fast_path_reason: str = ""
+    # The local adapter's prompt layout the version was compiled and gated with, and is served with.
+    # Versions stored before the field existed used DSPy's.
+    prompt_layout: PromptLayout = "reminder_last"
 
 
 class EvaluationRecord(_Record):

@@ -16,7 +16,7 @@ from cogniverse_assets.fast_path import FastPath
 from cogniverse_assets.modules.registry import RoutingModuleSpec, get_module
 from cogniverse_resources.artifacts import ArtifactStore, load_module_payload
 from cogniverse_resources.config_store import TenantConfigStore, open_config_store
-from cogniverse_resources.lm import LanguageModelResource
+from cogniverse_resources.lm import PROMPT_LAYOUTS, LanguageModelResource
 from cogniverse_resources.tenant import validate_tenant_id
 
 UNOPTIMIZED_VERSION = "unoptimized"
@@ -27,13 +27,22 @@ class DeployedModule:
     version: str
     program: dspy.Module
     fast_path: FastPath | None
+    # The local adapter's layout this version is served with (``LanguageModelResource.adapter``).
+    prompt_layout: str = "reminder_last"
 
 
 def module_from_payload(spec: RoutingModuleSpec, payload: dict) -> DeployedModule:
-    """A stored module version as (program, fast path); loading executes no stored code."""
-    # Only what serving needs is read: versions stored by earlier releases carry fewer fields.
+    """A stored module version as (program, fast path, prompt layout); loading executes no stored code."""
+    # Only what serving needs is read: versions stored by earlier releases carry fewer fields, and
+    # those were all compiled and gated with DSPy's layout.
     fast_path = FastPath.from_state(payload["fast_path"]) if payload.get("fast_path") else None
-    return DeployedModule(str(payload["version"]), spec.load_program(payload), fast_path)
+    layout = payload.get("prompt_layout", "reminder_last")
+    if layout not in PROMPT_LAYOUTS:
+        raise ValueError(
+            f"{spec.name} version {payload.get('version')!r} records prompt layout {layout!r}; "
+            f"expected one of {', '.join(PROMPT_LAYOUTS)}"
+        )
+    return DeployedModule(str(payload["version"]), spec.load_program(payload), fast_path, layout)
 
 
 def deployed_module(
@@ -42,7 +51,7 @@ def deployed_module(
     """The deployed module version; the unoptimized one when nothing is deployed."""
     record = store.deployed(tenant_id, spec.name)
     if record is None or record.version == UNOPTIMIZED_VERSION:
-        return DeployedModule(UNOPTIMIZED_VERSION, spec.program(), None)
+        return DeployedModule(UNOPTIMIZED_VERSION, spec.program(), None, spec.prompt_layout)
     return module_from_payload(spec, load_module_payload(artifacts, tenant_id, spec.name, record.version))
 
 
@@ -101,7 +110,15 @@ def load_router(
     lm = lm or LanguageModelResource.from_env()
     store = store or open_config_store()
     deployed = deployed_module(store, artifacts or ArtifactStore.from_env(), tenant_id, spec)
-    return Router(tenant_id, spec, deployed.program, deployed.version, lm.student(), lm.adapter(), deployed.fast_path)
+    return Router(
+        tenant_id,
+        spec,
+        deployed.program,
+        deployed.version,
+        lm.student(),
+        lm.adapter(deployed.prompt_layout),
+        deployed.fast_path,
+    )
 
 
 def timed_route(router: Router, row: dict) -> tuple[RoutedAnswer, float]:

@@ -83,12 +83,17 @@ def build_evaluation(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         table = artifacts.read_table(config.tenant_id, spec.name, TRAINING_SET_TABLE)
         validation = table[table["split"] == "validation"].reset_index(drop=True)
         examples = to_examples(spec, validation)
-        student, adapter = lm.student(), lm.adapter()
+        student = lm.student()
         deployed = deployed_module(config_store.store(), artifacts, config.tenant_id, spec)
         deployed_version = deployed.version
         new = module_from_payload(spec, candidate)
-        candidate_run = score_cascade(spec, new.program, new.fast_path, examples, student, adapter)
-        deployed_run = score_cascade(spec, deployed.program, deployed.fast_path, examples, student, adapter)
+        # Each side with the prompt layout it is (or would be) served with.
+        candidate_run = score_cascade(
+            spec, new.program, new.fast_path, examples, student, lm.adapter(new.prompt_layout)
+        )
+        deployed_run = score_cascade(
+            spec, deployed.program, deployed.fast_path, examples, student, lm.adapter(deployed.prompt_layout)
+        )
         if new.fast_path is not None and not candidate_run.fast_path_kept:
             # The version is not deployed yet: store it without the fast path that lost here.
             version = version.model_copy(update={"fast_path": None, "fast_path_reason": candidate_run.note})

@@ -70,7 +70,7 @@ def build_trained_module(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
             train,
             lm.student(),
             lm.teacher(),
-            lm.adapter(),
+            lm.adapter(spec.prompt_layout),
             max_iterations=config.max_training_iterations,
             selection=selection,
         )
@@ -92,6 +92,7 @@ def build_trained_module(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
             plan=PlanSummary.model_validate(plan),
             fast_path=fast.fast_path.to_state() if fast.fast_path else None,
             fast_path_reason=fast.reason,
+            prompt_layout=spec.prompt_layout,
             **summary,
         )
         yield dg.Output(

@@ -65,7 +65,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from cogniverse_resources.lm import LanguageModelResource
 
         lm = LanguageModelResource.from_env()
-        router = Router(args.tenant or "-", spec, spec.program(), UNOPTIMIZED_VERSION, lm.student(), lm.adapter())
+        router = Router(
+            args.tenant or "-",
+            spec,
+            spec.program(),
+            UNOPTIMIZED_VERSION,
+            lm.student(),
+            lm.adapter(spec.prompt_layout),
+        )
     else:
         if not args.tenant:
             raise CliError("--tenant is required unless --baseline")

@@ -14,6 +14,7 @@ import dspy
 
 from cogniverse_assets.modules.signatures import CrossModalSignature, ModalitySignature, RoutingSignature
 from cogniverse_resources import trace_contract as tc
+from cogniverse_resources.lm import PromptLayout
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,12 @@ class RoutingModuleSpec:
     # vote in `calibrated`"): routing gains over the bias alone; modality loses on two of three seeds
     # and on the external holdout.
     calibration_adds_classifier: bool = False
+    # Where the local adapter puts DSPy's reminder of the output fields (``LlamaCppJSONAdapter``).
+    # Decided per module by a rule written before a confirmatory run on queries the choice was not
+    # made on (docs/benchmarks.md "Prompt layout"): cross_modal puts it first; modality's calls got
+    # too little faster with demos, and routing lost accuracy. Each stored version records the layout
+    # it was compiled and gated with, and is served with that one.
+    prompt_layout: PromptLayout = "reminder_last"
 
     @property
     def decision_attribute(self) -> str:
@@ -125,6 +132,7 @@ ROUTING_MODULES: dict[str, RoutingModuleSpec] = {
                 "maxsim": ("image", "video"),
             },
             derived_outputs=lambda label: {"needs_fusion": label != "none"},
+            prompt_layout="reminder_first",
         ),
         RoutingModuleSpec(
             name="routing",

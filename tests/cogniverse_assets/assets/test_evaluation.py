@@ -41,7 +41,7 @@ SABOTAGE_DEMOS = [
 ]
 
 
-def _store_version(env, tenant, version, demos=()):
+def _store_version(env, tenant, version, demos=(), **fields):
     """A module version; with ``SABOTAGE_DEMOS`` it is taught that everything is text."""
     program = SPEC.program()
     program.demos = list(demos)
@@ -55,6 +55,7 @@ def _store_version(env, tenant, version, demos=()):
         "wall_time_s": 0.0,
         "plan": {"features": {}},
         "created_at": datetime.now(timezone.utc).isoformat(),
+        **fields,
     }
     env.artifacts.write_json(env.artifacts.path(tenant, "modality", "modules", f"{version}.json"), payload)
     env.artifacts.write_json(env.artifacts.path(tenant, "modality", "modules", "candidate.json"), {"version": version})
@@ -125,3 +126,26 @@ def test_an_improving_candidate_is_deployed_and_served(tenant_env, local_lm):
     assert router.spec.label_of(router.route({"query": "slides from the quarterly review pdf"})) in SPEC.labels
     datasets = [d["name"] for d in tenant_env.phoenix.client().datasets.list()]
     assert f"{tenant_env.phoenix.project_name(tenant)}-modality-validation" in datasets
+
+
+def test_each_side_is_scored_with_the_prompt_layout_it_is_served_with(tenant_env, monkeypatch):
+    """The deployed version keeps the layout it was gated with and the candidate is scored with its own.
+    Scoring is replaced (no LM: this test is about which adapter each side gets)."""
+    from cogniverse_assets.assets import evaluation as evaluation_stage
+    from cogniverse_assets.scoring import CascadeScores, score_examples
+
+    layouts = {}
+
+    def score_without_lm(spec, program, fast_path, examples, lm, adapter):
+        layouts["deployed" if program.demos else "candidate"] = adapter.layout
+        gold = [str(getattr(example, spec.label_field)) for example in examples]
+        scores = score_examples(spec, gold, gold, [1.0] * len(gold), len(gold))
+        return CascadeScores(scores, scores, False, "no fast path")
+
+    monkeypatch.setattr(evaluation_stage, "score_cascade", score_without_lm)
+    tenant, resources = _prepare(tenant_env, "layouts")
+    _store_version(tenant_env, tenant, "old", SABOTAGE_DEMOS, prompt_layout="reminder_first")
+    tenant_env.config_store.store().record_deployment(DeploymentRecord(tenant, "modality", "old", "promote", "test"))
+    _store_version(tenant_env, tenant, "new", prompt_layout="no_reminder")
+    _gate_and_deploy(tenant_env, tenant, resources)
+    assert layouts == {"deployed": "reminder_first", "candidate": "no_reminder"}

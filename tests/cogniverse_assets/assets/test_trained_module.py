@@ -243,3 +243,27 @@ def test_an_optimizer_that_selects_gets_its_own_split_and_the_version_records_it
     assert seen["train"] | seen["selection"] == set(range(train_rows))  # rows of the split, numbered from 0
     payload = load_module_payload(tenant_env.artifacts, tenant, "modality")
     assert (payload["train_size"], payload["selection_size"]) == (len(seen["train"]), len(seen["selection"]))
+
+
+def test_the_version_records_the_prompt_layout_it_was_compiled_with(tenant_env, monkeypatch):
+    """The optimizer scores its candidates with the module's prompt layout, and the version says which,
+    so a later change of the registry's layout never serves a stored version with another one."""
+    from cogniverse_assets.assets import trained_module as trained_module_stage
+    from cogniverse_assets.optimizers import CompileResult
+
+    seen = {}
+
+    def compile_without_lm(spec, optimizer, train, student, teacher, adapter, **options):
+        seen["layout"] = adapter.layout
+        return CompileResult(spec.program(), optimizer, {}, 0.0, 0, 0)
+
+    monkeypatch.setattr(trained_module_stage, "compile_module", compile_without_lm)
+    # A module whose layout is not the records' default, so the check cannot pass by default.
+    module = next(name for name, spec in ROUTING_MODULES.items() if spec.prompt_layout != "reminder_last")
+    lane = [assets[list(ROUTING_MODULES).index(module)] for assets in LANE_STAGES]
+    tenant = tenant_env.add("layout", use_synthetic_data=False, preferred_optimizer="bootstrap")
+    emit_traffic(tenant_env.phoenix, tenant, n=45, feedback_rate=1.0, seed=25, progress=False, modules=[module])
+    assert tenant_env.materialize(lane, tenant, **_resources(tenant_env)).success
+
+    payload = load_module_payload(tenant_env.artifacts, tenant, module)
+    assert payload["prompt_layout"] == seen["layout"] == get_module(module).prompt_layout
