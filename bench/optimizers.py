@@ -85,9 +85,13 @@ def corpus_train_pool(spec: RoutingModuleSpec) -> pd.DataFrame:
     )
 
 
+def corpus_set(spec: RoutingModuleSpec, name: str, rows: list[dict]) -> EvalSet:
+    """Corpus rows as an evaluation set: the module's inputs, its gold label the one accepted answer."""
+    return EvalSet(name, [spec.inputs(r) for r in rows], [[str(r[spec.corpus_label_key])] for r in rows])
+
+
 def eval_sets(spec: RoutingModuleSpec, holdout: Path | None, limit: int | None) -> list[EvalSet]:
-    corpus = load_queries("eval")[:limit]
-    sets = [EvalSet("corpus eval", [spec.inputs(r) for r in corpus], [[str(r[spec.corpus_label_key])] for r in corpus])]
+    sets = [corpus_set(spec, "corpus eval", load_queries("eval")[:limit])]
     if spec.name == "modality" and holdout is not None and holdout.exists():
         rows = [json.loads(line) for line in holdout.read_text().splitlines() if line.strip()][:limit]
         sets.append(EvalSet("external holdout", [spec.inputs(r) for r in rows], [list(r["accept"]) for r in rows]))

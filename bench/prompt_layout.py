@@ -35,6 +35,7 @@ from optimizers import (  # bench/optimizers.py, beside this script
     DEFAULT_HOLDOUT,
     EvalSet,
     answer_all,
+    corpus_set,
     corpus_train_pool,
     eval_sets,
 )
@@ -57,10 +58,7 @@ def fresh_train_set(spec, demos: list, sample: int, seed: int) -> EvalSet:  # no
     """A seeded random ``sample`` of the corpus train queries, leaving out the demos' queries."""
     demo_queries = {demo.query for demo in demos}
     rows = [row for row in load_queries("train") if row["query"] not in demo_queries]
-    rows = random.Random(seed).sample(rows, min(sample, len(rows)))
-    return EvalSet(
-        "corpus train (fresh)", [spec.inputs(r) for r in rows], [[str(r[spec.corpus_label_key])] for r in rows]
-    )
+    return corpus_set(spec, "corpus train (fresh)", random.Random(seed).sample(rows, min(sample, len(rows))))
 
 
 def seconds(latencies_ms: list[float], q: int) -> float:

@@ -16,7 +16,7 @@ from cogniverse_assets.fast_path import FastPath
 from cogniverse_assets.modules.registry import RoutingModuleSpec, get_module
 from cogniverse_resources.artifacts import ArtifactStore, load_module_payload
 from cogniverse_resources.config_store import TenantConfigStore, open_config_store
-from cogniverse_resources.lm import PROMPT_LAYOUTS, LanguageModelResource
+from cogniverse_resources.lm import LanguageModelResource, PromptLayout, checked_layout
 from cogniverse_resources.tenant import validate_tenant_id
 
 UNOPTIMIZED_VERSION = "unoptimized"
@@ -28,7 +28,7 @@ class DeployedModule:
     program: dspy.Module
     fast_path: FastPath | None
     # The local adapter's layout this version is served with (``LanguageModelResource.adapter``).
-    prompt_layout: str = "reminder_last"
+    prompt_layout: PromptLayout = "reminder_last"
 
 
 def module_from_payload(spec: RoutingModuleSpec, payload: dict) -> DeployedModule:
@@ -36,12 +36,10 @@ def module_from_payload(spec: RoutingModuleSpec, payload: dict) -> DeployedModul
     # Only what serving needs is read: versions stored by earlier releases carry fewer fields, and
     # those were all compiled and gated with DSPy's layout.
     fast_path = FastPath.from_state(payload["fast_path"]) if payload.get("fast_path") else None
-    layout = payload.get("prompt_layout", "reminder_last")
-    if layout not in PROMPT_LAYOUTS:
-        raise ValueError(
-            f"{spec.name} version {payload.get('version')!r} records prompt layout {layout!r}; "
-            f"expected one of {', '.join(PROMPT_LAYOUTS)}"
-        )
+    try:
+        layout = checked_layout(payload.get("prompt_layout", "reminder_last"))
+    except ValueError as error:
+        raise ValueError(f"{spec.name} version {payload.get('version')!r} records {error}") from None
     return DeployedModule(str(payload["version"]), spec.load_program(payload), fast_path, layout)
 
 

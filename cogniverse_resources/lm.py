@@ -53,10 +53,8 @@ class LlamaCppJSONAdapter(dspy.JSONAdapter):
     """
 
     def __init__(self, layout: PromptLayout = "reminder_last", **kwargs):
-        if layout not in PROMPT_LAYOUTS:
-            raise ValueError(f"prompt layout {layout!r}: expected one of {', '.join(PROMPT_LAYOUTS)}")
         super().__init__(**kwargs)
-        self.layout = layout
+        self.layout = checked_layout(layout)
 
     def _prepare_response_format(self, lm, lm_kwargs, signature):  # noqa: ANN001 - DSPy's hook
         schema = _get_structured_outputs_response_format(signature).model_json_schema()
@@ -70,6 +68,13 @@ class LlamaCppJSONAdapter(dspy.JSONAdapter):
         if self.layout == "reminder_first":
             prefix = "\n\n".join(part for part in (prefix, self.user_message_output_requirements(signature)) if part)
         return super().format_user_message_content(signature, inputs, prefix, suffix, main_request=False)
+
+
+def checked_layout(layout: str) -> PromptLayout:
+    """``layout`` if it is one of ``PROMPT_LAYOUTS``; otherwise a ``ValueError`` that lists them."""
+    if layout not in PROMPT_LAYOUTS:
+        raise ValueError(f"prompt layout {layout!r}: expected one of {', '.join(PROMPT_LAYOUTS)}")
+    return layout
 
 
 def has_closed_outputs(signature: type[dspy.Signature]) -> bool:
