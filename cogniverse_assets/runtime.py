@@ -43,13 +43,18 @@ def module_from_payload(spec: RoutingModuleSpec, payload: dict) -> DeployedModul
     return DeployedModule(str(payload["version"]), spec.load_program(payload), fast_path, layout)
 
 
+def unoptimized_module(spec: RoutingModuleSpec) -> DeployedModule:
+    """The module as the registry defines it, served with the registry's prompt layout."""
+    return DeployedModule(UNOPTIMIZED_VERSION, spec.program(), None, spec.prompt_layout)
+
+
 def deployed_module(
     store: TenantConfigStore, artifacts: ArtifactStore, tenant_id: str, spec: RoutingModuleSpec
 ) -> DeployedModule:
     """The deployed module version; the unoptimized one when nothing is deployed."""
     record = store.deployed(tenant_id, spec.name)
     if record is None or record.version == UNOPTIMIZED_VERSION:
-        return DeployedModule(UNOPTIMIZED_VERSION, spec.program(), None, spec.prompt_layout)
+        return unoptimized_module(spec)
     return module_from_payload(spec, load_module_payload(artifacts, tenant_id, spec.name, record.version))
 
 
@@ -94,6 +99,21 @@ class Router:
     def route(self, row: dict) -> dspy.Prediction:
         return self.answer(row).prediction
 
+    @classmethod
+    def serving(
+        cls, tenant_id: str, spec: RoutingModuleSpec, deployed: DeployedModule, lm: LanguageModelResource
+    ) -> Router:
+        """A router answering with ``deployed`` as it is served: the student LM, the version's layout."""
+        return cls(
+            tenant_id,
+            spec,
+            deployed.program,
+            deployed.version,
+            lm.student(),
+            lm.adapter(deployed.prompt_layout),
+            deployed.fast_path,
+        )
+
 
 def load_router(
     tenant_id: str,
@@ -108,15 +128,7 @@ def load_router(
     lm = lm or LanguageModelResource.from_env()
     store = store or open_config_store()
     deployed = deployed_module(store, artifacts or ArtifactStore.from_env(), tenant_id, spec)
-    return Router(
-        tenant_id,
-        spec,
-        deployed.program,
-        deployed.version,
-        lm.student(),
-        lm.adapter(deployed.prompt_layout),
-        deployed.fast_path,
-    )
+    return Router.serving(tenant_id, spec, deployed, lm)
 
 
 def timed_route(router: Router, row: dict) -> tuple[RoutedAnswer, float]:

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -452,25 +453,47 @@ def lm_service(
 
 
 @contextmanager
+def terminate_unwinds() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``SystemExit`` so that ``finally`` clauses run (Python's
+    default ends the process at once, leaving any server it started running). Only where no handler
+    is set yet and only on the main thread, the one thread a handler can be set from."""
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    if not on_main_thread or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def exit_on_terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_on_terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextmanager
 def private_lm_server(
     directory: Path, model_path: Path | None = None, build: Callable[..., ManagedService] = lm_service
 ) -> Iterator[ServiceStatus]:
     """A local LM server of one's own (benches, tests) on a free port, started by ``build``, which
     ``LanguageModelResource()`` points at (``COGNIVERSE_LM_PORT``) until the block ends; then it is
-    stopped and the variable restored. Yields the started server's status (``pid``, ``url``)."""
+    stopped and the variable restored, on a SIGTERM too. Yields the started server's status (``pid``,
+    ``url``)."""
     port = free_port()
     service = build(port=port, directory=directory, model_path=model_path or ensure_local_model())
-    status = service.start()
     previous = os.environ.get("COGNIVERSE_LM_PORT")
-    os.environ["COGNIVERSE_LM_PORT"] = str(port)
-    try:
-        yield status
-    finally:
-        service.stop()
-        if previous is None:
-            os.environ.pop("COGNIVERSE_LM_PORT", None)
-        else:
-            os.environ["COGNIVERSE_LM_PORT"] = previous
+    with terminate_unwinds():
+        try:
+            status = service.start()
+            os.environ["COGNIVERSE_LM_PORT"] = str(port)
+            yield status
+        finally:
+            service.stop()
+            if previous is None:
+                os.environ.pop("COGNIVERSE_LM_PORT", None)
+            else:
+                os.environ["COGNIVERSE_LM_PORT"] = previous
 
 
 def stack_services() -> list[ManagedService]:

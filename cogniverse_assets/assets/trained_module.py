@@ -107,6 +107,7 @@ def build_trained_module(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
                 "lm_tokens": result.lm_tokens,
                 "wall_time_s": round(result.seconds, 2),
                 "fast_path": fast.reason,
+                "prompt_layout": spec.prompt_layout,
             },
         )
 

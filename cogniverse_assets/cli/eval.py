@@ -49,7 +49,7 @@ def read_labeled_jsonl(path: Path, spec) -> tuple[list[dict], list[str]]:  # noq
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from cogniverse_assets.runtime import UNOPTIMIZED_VERSION, Router, load_router, timed_route
+    from cogniverse_assets.runtime import Router, load_router, timed_route, unoptimized_module
     from cogniverse_assets.scoring import latency_figures
 
     spec = get_module(args.module)
@@ -64,15 +64,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.baseline:
         from cogniverse_resources.lm import LanguageModelResource
 
-        lm = LanguageModelResource.from_env()
-        router = Router(
-            args.tenant or "-",
-            spec,
-            spec.program(),
-            UNOPTIMIZED_VERSION,
-            lm.student(),
-            lm.adapter(spec.prompt_layout),
-        )
+        router = Router.serving(args.tenant or "-", spec, unoptimized_module(spec), LanguageModelResource.from_env())
     else:
         if not args.tenant:
             raise CliError("--tenant is required unless --baseline")

@@ -1,4 +1,5 @@
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -6,6 +7,7 @@ import sys
 import pytest
 
 from cogniverse_resources import stack
+from cogniverse_resources.paths import REPO_ROOT
 
 
 def test_port_in_use_is_one_clear_error(tmp_path):
@@ -138,3 +140,29 @@ def test_a_private_lm_server_is_the_one_the_lm_points_at_until_it_stops(tmp_path
             assert stack.local_lm_api_base() == f"{status.url}/v1" != f"http://{stack.HOST}:1234/v1"
             raise RuntimeError("bench failed")
     assert len(stopped) == 1 and os.environ["COGNIVERSE_LM_PORT"] == "1234"
+
+
+def test_a_private_lm_server_is_stopped_when_its_process_is_terminated(tmp_path):
+    stopped = tmp_path / "stopped"
+    script = f"""
+import time
+from pathlib import Path
+from cogniverse_resources import stack
+
+class RecordingService:
+    def __init__(self, port, directory, model_path):
+        pass
+    def start(self):
+        return stack.ServiceStatus("lm", True, True, 1, "http://127.0.0.1:1", Path("lm.log"))
+    def stop(self):
+        Path({str(stopped)!r}).write_text("stopped")
+
+with stack.private_lm_server(Path({str(tmp_path)!r}), Path("model.gguf"), RecordingService):
+    print("started", flush=True)
+    time.sleep(60)
+"""
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    assert process.stdout.readline().strip() == "started"
+    process.terminate()
+    assert process.wait(timeout=30) == 128 + signal.SIGTERM
+    assert stopped.read_text() == "stopped"

@@ -263,7 +263,10 @@ def test_the_version_records_the_prompt_layout_it_was_compiled_with(tenant_env, 
     lane = [assets[list(ROUTING_MODULES).index(module)] for assets in LANE_STAGES]
     tenant = tenant_env.add("layout", use_synthetic_data=False, preferred_optimizer="bootstrap")
     emit_traffic(tenant_env.phoenix, tenant, n=45, feedback_rate=1.0, seed=25, progress=False, modules=[module])
-    assert tenant_env.materialize(lane, tenant, **_resources(tenant_env)).success
+    result = tenant_env.materialize(lane, tenant, **_resources(tenant_env))
+    assert result.success
 
     payload = load_module_payload(tenant_env.artifacts, tenant, module)
     assert payload["prompt_layout"] == seen["layout"] == get_module(module).prompt_layout
+    [materialization] = result.asset_materializations_for_node(lane[-1].op.name)
+    assert materialization.metadata["prompt_layout"].value == payload["prompt_layout"]
