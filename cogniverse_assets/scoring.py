@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import dspy
 import numpy as np
 
+from cogniverse_assets.answer_memory import AnswerMemory
 from cogniverse_assets.fast_path import MAX_CASCADE_LOSS, FastPath, cascade_answers
 from cogniverse_assets.modules.registry import RoutingModuleSpec
 from cogniverse_assets.optimizers import LMUsage
@@ -112,15 +113,30 @@ def score_examples(
 
 
 def score_program(
-    spec: RoutingModuleSpec, program: dspy.Module, examples: list[dspy.Example], lm: dspy.LM, adapter: dspy.Adapter
+    spec: RoutingModuleSpec,
+    program: dspy.Module,
+    examples: list[dspy.Example],
+    lm: dspy.LM,
+    adapter: dspy.Adapter,
+    memory: AnswerMemory | None = None,
 ) -> Scores:
+    """The program's answer to every example; with ``memory``, a remembered answer instead of an LM
+    call where there is one, and every new answer remembered."""
     usage = LMUsage([lm])
     predicted, latencies = [], []
     with dspy.context(lm=lm, adapter=adapter):
         for example in examples:
+            inputs = dict(example.inputs())
+            remembered = memory.recall(inputs) if memory is not None else None
+            if remembered is not None:
+                predicted.append(remembered.label)
+                latencies.append(remembered.latency_ms)
+                continue
             started = time.perf_counter()
-            predicted.append(spec.label_of(program(**example.inputs())))
+            predicted.append(spec.label_of(program(**inputs)))
             latencies.append((time.perf_counter() - started) * 1000)
+            if memory is not None:
+                memory.remember(inputs, predicted[-1], latencies[-1])
     gold = [str(getattr(example, spec.label_field)) for example in examples]
     return score_examples(spec, gold, predicted, latencies, usage.figures()["lm_calls"])
 
@@ -142,11 +158,12 @@ def score_cascade(
     examples: list[dspy.Example],
     lm: dspy.LM,
     adapter: dspy.Adapter,
+    memory: AnswerMemory | None = None,
 ) -> CascadeScores:
     """The LM module answers every example (so the cascade can be compared with it); the cascade
     takes the fast path's answer where it is confident. A fast path that makes the cascade lose
     more than ``MAX_CASCADE_LOSS`` against its own LM module is not kept: served = LM alone."""
-    lm_only = score_program(spec, program, examples, lm, adapter)
+    lm_only = score_program(spec, program, examples, lm, adapter, memory)
     if fast_path is None:
         return CascadeScores(lm_only, lm_only, False, "no fast path")
     inputs = [dict(example.inputs()) for example in examples]

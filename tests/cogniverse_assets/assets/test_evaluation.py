@@ -136,7 +136,7 @@ def test_each_side_is_scored_with_the_prompt_layout_it_is_served_with(tenant_env
 
     layouts = {}
 
-    def score_without_lm(spec, program, fast_path, examples, lm, adapter):
+    def score_without_lm(spec, program, fast_path, examples, lm, adapter, memory=None):
         layouts["deployed" if program.demos else "candidate"] = adapter.layout
         gold = [str(getattr(example, spec.label_field)) for example in examples]
         scores = score_examples(spec, gold, gold, [1.0] * len(gold), len(gold))
@@ -149,3 +149,28 @@ def test_each_side_is_scored_with_the_prompt_layout_it_is_served_with(tenant_env
     _store_version(tenant_env, tenant, "new", prompt_layout="no_reminder")
     _gate_and_deploy(tenant_env, tenant, resources)
     assert layouts == {"deployed": "reminder_first", "candidate": "no_reminder"}
+
+
+def test_a_version_is_asked_only_about_examples_it_has_not_answered(tenant_env, local_lm):
+    """The deployed module is scored again by every evaluation; its answers on the same validation
+    examples are remembered, so only a new version (or a new example) costs LM calls."""
+    tenant, resources = _prepare(tenant_env, "memory")
+    _store_version(tenant_env, tenant, "sabotaged", SABOTAGE_DEMOS)
+
+    def evaluated():
+        result = _gate_and_deploy(tenant_env, tenant, resources)
+        (event,) = result.asset_materializations_for_node(evaluation_assets[0].op.name)
+        figures = ("lm_calls", "remembered_answers", "validation_size", "candidate_accuracy", "deployed_accuracy")
+        return {name: event.metadata[name].value for name in figures}
+
+    first = evaluated()
+    size = first["validation_size"]
+    assert first["remembered_answers"] == 0 and first["lm_calls"] >= 2 * size
+    again = evaluated()
+    assert again == {**first, "lm_calls": 0, "remembered_answers": 2 * size}
+
+    _store_version(tenant_env, tenant, "sabotaged-less", SABOTAGE_DEMOS[:4])
+    new_candidate = evaluated()
+    assert new_candidate["remembered_answers"] == size  # the deployed (unoptimized) side's
+    assert size <= new_candidate["lm_calls"] < 2 * size
+    assert new_candidate["deployed_accuracy"] == first["deployed_accuracy"]
