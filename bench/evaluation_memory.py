@@ -1,0 +1,166 @@
+"""Benchmark: the LM calls and seconds an evaluation costs with and without the answer memory.
+
+Starts its own Phoenix and LM server, gives a tenant ``--traces`` labeled modality traces and
+materializes the lane up to its training set. Then the modality evaluation (candidate against the
+deployed module, here the unoptimized one) runs in three situations a tenant meets:
+
+1. ``first``: a tenant's first evaluation; nothing is remembered.
+2. ``new candidate``: a retrained lane on the same data; another candidate version, the same split.
+3. ``more data``: ``--more`` new annotated traces, the training set rebuilt, another candidate.
+
+Situations 2 and 3 are each evaluated twice on the same state, with the memory the earlier
+evaluations left and with it cleared; the accuracies of both arms are printed beside the cost, as
+a check that remembering changes the cost and nothing else. Candidates are class-medoid demos from
+the tenant's own training split (1, 2, 3 per label), so each is another program.
+
+    .venv/bin/python bench/evaluation_memory.py [--traces 60] [--more 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import dagster as dg
+from private_phoenix import private_phoenix
+
+from cogniverse_assets.answer_memory import ANSWERS_FOLDER
+from cogniverse_assets.assets.evaluation import evaluation_assets
+from cogniverse_assets.assets.routing_traces import routing_traces_assets
+from cogniverse_assets.assets.synthetic_examples import synthetic_examples_assets
+from cogniverse_assets.assets.trained_module import trained_module_assets
+from cogniverse_assets.assets.training_set import TRAINING_SET_TABLE, training_set_assets
+from cogniverse_assets.modules.demos import class_medoid_demos
+from cogniverse_assets.modules.registry import get_module
+from cogniverse_assets.partitions import tenants_partitions
+from cogniverse_assets.traffic import emit_traffic
+from cogniverse_resources import stack
+from cogniverse_resources.artifacts import ArtifactStore, DSPyModuleIOManager
+from cogniverse_resources.config_store import ConfigStoreResource
+from cogniverse_resources.content import ContentBackendResource
+from cogniverse_resources.lm import LanguageModelResource
+from cogniverse_resources.phoenix import PhoenixResource
+
+TENANT = "bench-memory"
+SPEC = get_module("modality")
+DATA_STAGES = [routing_traces_assets[0], synthetic_examples_assets[0], training_set_assets[0]]
+
+
+def store_candidate(artifacts: ArtifactStore, version: str, per_label: int) -> None:
+    table = artifacts.read_table(TENANT, SPEC.name, TRAINING_SET_TABLE)
+    program = SPEC.program()
+    program.demos = class_medoid_demos(SPEC, table[table["split"] == "train"], per_label=per_label)
+    payload = {
+        "version": version,
+        "tenant_id": TENANT,
+        "module": SPEC.name,
+        "optimizer": "labeled",
+        "state": program.dump_state(),
+        "lm_calls": 0,
+        "wall_time_s": 0.0,
+        "plan": {"features": {}},
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "prompt_layout": SPEC.prompt_layout,
+    }
+    artifacts.write_json(artifacts.path(TENANT, SPEC.name, "modules", f"{version}.json"), payload)
+    artifacts.write_json(artifacts.path(TENANT, SPEC.name, "modules", "candidate.json"), {"version": version})
+
+
+def measure(root: Path, phoenix: PhoenixResource, instance: dg.DagsterInstance, traces: int, more: int) -> list:
+    config_store = ConfigStoreResource(url=f"sqlite://{root}/config.sqlite")
+    config_store.store().add(TENANT, use_synthetic_data=False)
+    artifacts = ArtifactStore(root=str(root / "artifacts"))
+    answers = Path(str(artifacts.path(TENANT, SPEC.name, ANSWERS_FOLDER)))
+    resources = {
+        "phoenix": phoenix,
+        "config_store": config_store,
+        "artifacts": artifacts,
+        "lm": LanguageModelResource.from_env(),
+        "content": ContentBackendResource(vespa_url=""),
+        "dspy_module_io_manager": DSPyModuleIOManager(root=artifacts.root),
+    }
+    instance.add_dynamic_partitions(tenants_partitions.name, [TENANT])
+    rows = []
+
+    def evaluate(situation: str, arm: str) -> None:
+        started = time.perf_counter()
+        result = dg.materialize(
+            [trained_module_assets[0], evaluation_assets[0]],
+            partition_key=TENANT,
+            instance=instance,
+            resources=resources,
+            selection=[evaluation_assets[0].key],
+            raise_on_error=False,  # a blocked promotion gate fails the run; the figures are written
+        )
+        seconds = time.perf_counter() - started
+        (event,) = result.asset_materializations_for_node(evaluation_assets[0].op.name)
+        figures = {name: value.value for name, value in event.metadata.items()}
+        rows.append(
+            (
+                situation,
+                arm,
+                figures["validation_size"],
+                figures["lm_calls"],
+                figures["remembered_answers"],
+                seconds,
+                figures["candidate_accuracy"],
+                figures["deployed_accuracy"],
+            )
+        )
+        print(rows[-1], flush=True)
+
+    def both_arms(situation: str) -> None:
+        """With the memory the earlier evaluations left, then on the same state without any."""
+        evaluate(situation, "with memory")
+        after = root / "answers-after"
+        shutil.copytree(answers, after)
+        shutil.rmtree(answers)
+        evaluate(situation, "without")
+        shutil.rmtree(answers)
+        shutil.move(after, answers)
+
+    def add_traffic(n: int, seed: int) -> None:
+        emit_traffic(phoenix, TENANT, n=n, feedback_rate=1.0, seed=seed, progress=False, modules=[SPEC.name])
+        dg.materialize(DATA_STAGES, partition_key=TENANT, instance=instance, resources=resources)
+
+    add_traffic(traces, seed=7)
+    store_candidate(artifacts, "c1", per_label=1)
+    evaluate("first", "nothing remembered")
+    store_candidate(artifacts, "c2", per_label=2)
+    both_arms("new candidate")
+    add_traffic(more, seed=8)
+    store_candidate(artifacts, "c3", per_label=3)
+    both_arms("more data")
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--traces", type=int, default=60)
+    parser.add_argument("--more", type=int, default=30)
+    args = parser.parse_args()
+
+    with private_phoenix("bench-memory-") as (root, phoenix), stack.private_lm_server(root / "lm"):
+        (root / "dagster").mkdir()
+        with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
+            rows = measure(root, phoenix, instance, args.traces, args.more)
+
+    print(f"\nmodality evaluation, {os.cpu_count()} cores, the local LM")
+    print("| situation | arm | validation n | LM calls | remembered | seconds | candidate acc | deployed acc |")
+    print("|---|---|---|---|---|---|---|---|")
+    for situation, arm, n, calls, remembered, seconds, candidate, deployed in rows:
+        print(
+            f"| {situation} | {arm} | {n} | {calls} | {remembered} | {seconds:.1f} | {candidate:.3f} | {deployed:.3f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
