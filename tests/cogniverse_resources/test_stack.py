@@ -144,10 +144,16 @@ def test_a_private_lm_server_is_the_one_the_lm_points_at_until_it_stops(tmp_path
 
 def test_a_private_lm_server_is_stopped_when_its_process_is_terminated(tmp_path):
     stopped = tmp_path / "stopped"
+    # The child starts with SIGTERM as a fresh process has it: one started from this session may
+    # inherit it ignored (Dagster's in-process runs leave SIGTERM with SIGINT's disposition, and a
+    # shell ignores SIGINT in a background job), and an ignored SIGTERM is left alone on purpose.
     script = f"""
+import signal
 import time
 from pathlib import Path
 from cogniverse_resources import stack
+
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 class RecordingService:
     def __init__(self, port, directory, model_path):
