@@ -168,7 +168,11 @@ with stack.private_lm_server(Path({str(tmp_path)!r}), Path("model.gguf"), Record
     time.sleep(60)
 """
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
-    assert process.stdout.readline().strip() == "started"
-    process.terminate()
-    assert process.wait(timeout=30) == 128 + signal.SIGTERM
+    try:
+        assert process.stdout.readline().strip() == "started"
+        process.terminate()
+        assert process.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        process.kill()
+        process.wait()
     assert stopped.read_text() == "stopped"
