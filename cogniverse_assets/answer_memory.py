@@ -26,8 +26,7 @@ from upath import UPath
 
 from cogniverse_assets.modules.registry import RoutingModuleSpec
 from cogniverse_resources.artifacts import ArtifactStore
-from cogniverse_resources.lm import LOCAL_MODEL
-from cogniverse_resources.stack import local_model_path
+from cogniverse_resources.lm import lm_identity
 
 ANSWERS_FOLDER = "answers"
 
@@ -46,14 +45,7 @@ def program_key(spec: RoutingModuleSpec, program: dspy.Module, lm: dspy.LM, adap
     """What decides a program's answer besides the inputs."""
     return fingerprint(
         {
-            "lm": lm.model,
-            # For the local model, which weights the server loads; its port is incidental. For a hosted
-            # model, where it is served.
-            "served_by": local_model_path().name if lm.model == LOCAL_MODEL else lm.kwargs.get("api_base"),
-            "temperature": lm.kwargs.get("temperature"),
-            "max_tokens": lm.kwargs.get("max_tokens"),
-            "adapter": type(adapter).__name__,
-            "layout": getattr(adapter, "layout", None),
+            **lm_identity(lm, adapter),
             "signature": str(spec.signature),
             "labels": list(spec.labels),
             "state": program.dump_state(),

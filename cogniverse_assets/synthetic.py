@@ -17,6 +17,12 @@ is then written in full, so the probe only rejects early what the full answer wo
 temperature 0 it is that answer's beginning, up to the local server's own run-to-run variation
 (bench/synthetic_generation.py: the same rejections in 5 of 6 runs, in half the time).
 
+The teacher's answers are kept per request between runs (``TeacherAnswers``): at temperature 0 the
+same request to the same teacher gets the same answer, and a lane whose teacher copied or was turned
+down sends the same requests on its next run (they depend on the stored examples' count, the content
+sampled and the labels). Such a run asks the teacher only what it has not answered yet; with the
+local teacher that is every later run of a lane whose synthetic data stays empty.
+
 A paraphrase that comes back as a duplicate is retried as a direct request: the local 0.5B teacher
 tends to return the seed it was asked to reword, at temperature 0 each time, so retrying the same
 style only spends LM calls.
@@ -36,6 +42,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -43,10 +50,12 @@ import dspy
 import pandas as pd
 from dspy.utils.exceptions import AdapterParseError
 
+from cogniverse_assets.answer_memory import fingerprint
 from cogniverse_assets.blending import normalize_query
 from cogniverse_assets.modules.registry import RoutingModuleSpec
 from cogniverse_resources import trace_contract as tc
 from cogniverse_resources.content import ContentBackend, ContentItem
+from cogniverse_resources.lm import lm_identity
 
 MAX_ATTEMPTS = 3
 MIN_QUERY_CHARS = 4
@@ -108,6 +117,7 @@ class GenerationReport:
     rejected: dict[str, int] = field(default_factory=dict)
     lm_calls: int = 0
     copy_probes: int = 0  # of lm_calls: short writes that only checked for a copy
+    remembered: int = 0  # answers taken from the last run's instead of asking the teacher
     seconds: float = 0.0
     # Why generation ended before the request was met, if it did.
     stopped: str | None = None
@@ -120,6 +130,36 @@ class GenerationReport:
         """A write that copied its content, found by the probe or in the full answer."""
         self.reject("copies_content")
         self.consecutive_copies += 1
+
+
+@dataclass
+class TeacherAnswers:
+    """The teacher's answers by request: ``earlier`` from the last run, ``now`` what this run used
+    (asked or recalled), which the next run gets as its ``earlier``. Under another ``key`` (teacher,
+    its settings, the signatures) nothing earlier is used. A temperature-0 teacher gives the same
+    answer to the same request, so each request is asked once."""
+
+    key: str
+    earlier: dict[str, dict] = field(default_factory=dict)
+    now: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def for_teacher(cls, lm: dspy.LM, adapter: dspy.Adapter, stored: Mapping | None = None) -> TeacherAnswers:
+        """Answers for ``lm`` with ``adapter``, starting from ``stored`` (``to_json``) if it was the same teacher."""
+        key = fingerprint(
+            {
+                **lm_identity(lm, adapter),
+                "signatures": [
+                    (str(signature), signature.instructions) for signature in (WriteRoutingQuery, CheckRoutingQuery)
+                ],
+            }
+        )
+        stored = stored if isinstance(stored, Mapping) else {}
+        earlier = stored.get("answers") if stored.get("key") == key else None
+        return cls(key, dict(earlier) if isinstance(earlier, Mapping) else {})
+
+    def to_json(self) -> dict:
+        return {"key": self.key, "answers": self.now}
 
 
 def _words(text: str) -> list[str]:
@@ -145,8 +185,10 @@ class SyntheticQueryGenerator:
         adapter: dspy.Adapter,
         seed: int = 0,
         copy_probe_tokens: int | None = COPY_PROBE_TOKENS,  # None: no probe (bench/synthetic_generation.py)
+        answers: TeacherAnswers | None = None,  # None: every request asks the teacher
     ):
         self.spec = spec
+        self.answers = answers
         self.copy_probe_tokens = copy_probe_tokens
         self.backend = backend
         self.lm = lm
@@ -213,9 +255,8 @@ class SyntheticQueryGenerator:
             if probe and self._starts_as_copy(request, report):
                 report.reject_copy()
                 continue
-            written = self.write(**request)
-            report.lm_calls += 1
-            query = " ".join(str(written.query).split())
+            written = self._ask("write", request, report, lambda: self._written(request))
+            query = " ".join(str(written["query"]).split())
             if not MIN_QUERY_CHARS <= len(query) <= MAX_QUERY_CHARS:
                 report.reject("length")
                 continue
@@ -228,16 +269,16 @@ class SyntheticQueryGenerator:
                 if style_key == "paraphrase":
                     augmentation = "direct"
                 continue
-            verdict = self.check(query=query, intended_decision=self._intended(label))
-            report.lm_calls += 1
-            if not verdict.agrees:
+            check = {"query": query, "intended_decision": self._intended(label)}
+            verdict = self._ask("check", check, report, lambda: {"agrees": bool(self.check(**check).agrees)})
+            if not verdict["agrees"]:
                 report.reject("verifier_disagrees")
                 continue
             modalities = sorted({item.modality for item in items})
             return {
                 "query": query,
                 "detected_modalities": modalities,
-                "entities": [str(entity)[:100] for entity in (written.entities or [])][:10],
+                "entities": [entity[:100] for entity in written["entities"]][:10],
                 "label": label,
                 "provenance": "synthetic",
                 "label_score": None,
@@ -247,8 +288,32 @@ class SyntheticQueryGenerator:
             }
         return None
 
+    def _ask(self, kind: str, request: dict[str, str], report: GenerationReport, call: Callable[[], dict]) -> dict:
+        """The teacher's answer to ``request`` (``call`` asks it), asked once: this run's or the last
+        run's answer if it was asked the same before."""
+        key = fingerprint({"kind": kind, **request})
+        answer = None if self.answers is None else self.answers.now.get(key) or self.answers.earlier.get(key)
+        if answer is not None:
+            report.remembered += 1
+        else:
+            answer = call()
+            report.lm_calls += 1
+            report.copy_probes += kind == "probe"
+        if self.answers is not None:
+            self.answers.now[key] = answer
+        return answer
+
+    def _written(self, request: dict[str, str]) -> dict:
+        written = self.write(**request)
+        return {"query": str(written.query), "entities": [str(entity) for entity in (written.entities or [])]}
+
     def _starts_as_copy(self, request: dict[str, str], report: GenerationReport) -> bool:
         """Whether the teacher's first ``copy_probe_tokens`` tokens for ``request`` copy its content."""
+        probe = {**request, "max_tokens": str(self.copy_probe_tokens)}
+        text = self._ask("probe", probe, report, lambda: {"query": self._probe(request)})["query"]
+        return copies_content(text, request["content"])
+
+    def _probe(self, request: dict[str, str]) -> str:
         lm_log = logging.getLogger("dspy.clients.lm")
         level = lm_log.level
         lm_log.setLevel(logging.ERROR)  # the probe is cut short on purpose: no truncation warning
@@ -259,6 +324,4 @@ class SyntheticQueryGenerator:
             text = str((error.parsed_result or {}).get("query") or error.lm_response or "")
         finally:
             lm_log.setLevel(level)
-        report.lm_calls += 1
-        report.copy_probes += 1
-        return copies_content(text, request["content"])
+        return text

@@ -27,7 +27,7 @@ from dspy.adapters.json_adapter import _get_structured_outputs_response_format
 from pydantic import Field
 
 from cogniverse_resources import settings
-from cogniverse_resources.stack import LOCAL_MODEL_ALIAS, local_lm_api_base
+from cogniverse_resources.stack import LOCAL_MODEL_ALIAS, local_lm_api_base, local_model_path
 
 LOCAL_MODEL = f"openai/{LOCAL_MODEL_ALIAS}"
 PromptLayout = Literal["reminder_last", "reminder_first", "no_reminder"]
@@ -68,6 +68,20 @@ class LlamaCppJSONAdapter(dspy.JSONAdapter):
         if self.layout == "reminder_first":
             prefix = "\n\n".join(part for part in (prefix, self.user_message_output_requirements(signature)) if part)
         return super().format_user_message_content(signature, inputs, prefix, suffix, main_request=False)
+
+
+def lm_identity(lm: dspy.LM, adapter: dspy.Adapter) -> dict[str, object]:
+    """What decides an LM's answer to a prompt besides the prompt: for remembering answers and
+    outcomes across runs. For the local model, which weights the server loads (its port is
+    incidental); for a hosted model, where it is served."""
+    return {
+        "lm": lm.model,
+        "served_by": local_model_path().name if lm.model == LOCAL_MODEL else lm.kwargs.get("api_base"),
+        "temperature": lm.kwargs.get("temperature"),
+        "max_tokens": lm.kwargs.get("max_tokens"),
+        "adapter": type(adapter).__name__,
+        "layout": getattr(adapter, "layout", None),
+    }
 
 
 def checked_layout(layout: str) -> PromptLayout:

@@ -3,7 +3,9 @@
 Reads the labeled example table (to size the request and avoid real queries) and the content
 backend (Vespa or the bundled catalog); writes the synthetic example table. Generates only what
 the blending plan asks for and the stored table does not already hold, so a re-run with nothing
-new makes no LM calls.
+new makes no LM calls. The teacher's answers of the last generation are kept beside the table
+(``synthetic_teacher_answers.json``): a later run that sends the same requests to the same teacher,
+as every run does while nothing is kept, asks it only what is new.
 """
 
 import math
@@ -16,13 +18,14 @@ from cogniverse_assets.assets.routing_traces import TRACES_TABLE
 from cogniverse_assets.blending import blend_plan
 from cogniverse_assets.examples import EXAMPLE_COLUMNS, LABELED_PROVENANCES
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
-from cogniverse_assets.synthetic import SYNTHETIC_COLUMNS, SyntheticQueryGenerator
+from cogniverse_assets.synthetic import SYNTHETIC_COLUMNS, SyntheticQueryGenerator, TeacherAnswers
 from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_resources.content import ContentBackendResource
 from cogniverse_resources.lm import LanguageModelResource
 
 SYNTHETIC_TABLE = "synthetic_examples"
+TEACHER_ANSWERS_FILE = "synthetic_teacher_answers.json"
 # Some candidates fail validation; ask for a little more than the plan needs.
 GENERATION_MARGIN = 0.1
 
@@ -32,6 +35,13 @@ def labeled_real(artifacts: ArtifactStore, tenant_id: str, module: str) -> pd.Da
     if table is None:
         return pd.DataFrame(columns=EXAMPLE_COLUMNS)
     return table[table["provenance"].isin(LABELED_PROVENANCES)].reset_index(drop=True)
+
+
+def read_teacher_answers(artifacts: ArtifactStore, tenant_id: str, module: str) -> dict | None:
+    try:
+        return artifacts.read_json(artifacts.path(tenant_id, module, TEACHER_ANSWERS_FILE))
+    except ValueError:  # damaged: the teacher is asked again, as without the file
+        return None
 
 
 def build_synthetic_examples(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
@@ -80,9 +90,15 @@ def build_synthetic_examples(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
                     "lm_calls": 0,
                 }
             )
-        generator = SyntheticQueryGenerator(spec, content.backend(), lm.teacher(), lm.adapter(), seed=len(stored))
+        teacher, adapter = lm.teacher(), lm.adapter()
+        earlier = read_teacher_answers(artifacts, config.tenant_id, spec.name)
+        answers = TeacherAnswers.for_teacher(teacher, adapter, earlier)
+        generator = SyntheticQueryGenerator(
+            spec, content.backend(), teacher, adapter, seed=len(stored), answers=answers
+        )
         attempts = missing + math.ceil(missing * GENERATION_MARGIN)
         fresh, report = generator.generate(attempts, avoid_queries=[*real["query"], *stored["query"]])
+        artifacts.write_json(artifacts.path(config.tenant_id, spec.name, TEACHER_ANSWERS_FILE), answers.to_json())
         combined = pd.concat([stored, fresh], ignore_index=True) if len(stored) else fresh
         path = artifacts.write_table(config.tenant_id, spec.name, SYNTHETIC_TABLE, combined)
         context.log.info(f"{config.tenant_id}/{spec.name}: generated {report.accepted}/{attempts} synthetic examples")
@@ -98,6 +114,7 @@ def build_synthetic_examples(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
                 "stopped": report.stopped or "",
                 "lm_calls": report.lm_calls,
                 "copy_probes": report.copy_probes,
+                "remembered_answers": report.remembered,
                 "generation_seconds": round(report.seconds, 1),
                 "per_label": dg.MetadataValue.json({k: int(v) for k, v in combined["label"].value_counts().items()}),
                 "per_augmentation": dg.MetadataValue.json(

@@ -8,13 +8,19 @@ from dspy.utils import DummyLM
 
 from cogniverse_assets import blending
 from cogniverse_assets.assets.routing_traces import routing_traces_assets
-from cogniverse_assets.assets.synthetic_examples import SYNTHETIC_TABLE, synthetic_examples_assets
+from cogniverse_assets.assets.synthetic_examples import (
+    SYNTHETIC_TABLE,
+    TEACHER_ANSWERS_FILE,
+    read_teacher_answers,
+    synthetic_examples_assets,
+)
 from cogniverse_assets.modules.registry import get_module
 from cogniverse_assets.synthetic import (
     COPIES_BEFORE_STOP,
     COPY_PROBE_TOKENS,
     MAX_ATTEMPTS,
     SyntheticQueryGenerator,
+    TeacherAnswers,
     copies_content,
 )
 from cogniverse_resources.content import CatalogContentBackend, ContentBackendResource
@@ -50,10 +56,10 @@ class CuttingLM(DummyLM):
 LOADING_DOCK = "Security camera recording from the rear loading dock after closing time"
 
 
-def _loading_dock_catalog():
+def _loading_dock_catalog(description=LOADING_DOCK):
     return CatalogContentBackend(
         [
-            {"id": f"c-{modality}", "title": "Loading Dock", "description": LOADING_DOCK, "modality": modality}
+            {"id": f"c-{modality}", "title": "Loading Dock", "description": description, "modality": modality}
             for modality in ("video", "image", "audio", "document", "text")
         ]
     )
@@ -148,6 +154,14 @@ def test_cold_start_lane_with_the_local_lm_keeps_no_copied_content_and_says_why_
     if len(synthetic) == 0:  # the 0.5B teacher copies its content (docs/benchmarks.md, "make demo")
         assert copies >= COPIES_BEFORE_STOP
         assert "ROUTER_OPTIMIZER_TEACHER_MODEL" in metadata["stopped"]
+        # Nothing kept, nothing changed: the next run sends the same requests and asks the teacher none of
+        # them (its LM is a dead port), with the same outcome.
+        dead_lm = LanguageModelResource(student_api_base=f"http://127.0.0.1:{free_port()}/v1", num_retries=0)
+        again = tenant_env.materialize(lane, tenant, content=ContentBackendResource(vespa_url=""), lm=dead_lm)
+        (event,) = again.asset_materializations_for_node(synthetic_examples_assets[0].op.name)
+        figures = {key: value.value for key, value in event.metadata.items()}
+        assert figures["lm_calls"] == 0 and figures["remembered_answers"] == metadata["lm_calls"]
+        assert (figures["rejected"], figures["stopped"]) == (metadata["rejected"], metadata["stopped"])
 
 
 def test_candidates_that_copy_their_content_are_rejected_and_generation_stops():
@@ -222,3 +236,101 @@ def test_a_paraphrase_that_returns_a_known_query_is_retried_as_a_direct_request(
     paraphrase_prompt, retry_prompt = (str(call["messages"]) for call in generator.lm.history[-3:-1])
     assert "paraphrase of this request" in paraphrase_prompt
     assert "paraphrase" not in retry_prompt and "a natural, direct request" in retry_prompt
+
+
+def _consistent_teacher():
+    """Answers as a function of the request, as a temperature-0 teacher does: the verifier says no, an
+    audio request gets a query of its own, every other request is answered with its content."""
+    audio = get_module("modality").label_meanings["audio"]
+    answers = {
+        "`agrees`": {"agrees": False},
+        f"audio: {audio}": _written("night footage of the van at the loading dock"),
+        LOADING_DOCK: _written(f"Loading Dock. {LOADING_DOCK}"),
+    }
+    return CuttingLM(answers, adapter=dspy.JSONAdapter())
+
+
+def _generate(answers, catalog=None, teacher=None):
+    teacher = teacher or _consistent_teacher()
+    generator = SyntheticQueryGenerator(
+        get_module("modality"), catalog or _loading_dock_catalog(), teacher, teacher.adapter, seed=3, answers=answers
+    )
+    frame, report = generator.generate(4)
+    return frame, report, teacher
+
+
+def test_the_teacher_is_asked_each_request_once_and_a_later_run_only_what_is_new():
+    adapter = dspy.JSONAdapter()
+    first = TeacherAnswers.for_teacher(_consistent_teacher(), adapter)
+    frame, report, teacher = _generate(first)
+    # video copies (3 attempts), audio is turned down by the verifier (3), document copies (3), text
+    # copies (2). Each distinct request is asked once: 7 calls for 17 answers.
+    assert frame.empty and report.rejected == {"copies_content": 8, "verifier_disagrees": 3}
+    assert report.lm_calls == len(teacher.history) == 7 and report.remembered == 10
+
+    stored = json.loads(json.dumps(first.to_json()))  # as the asset stores it
+    second = TeacherAnswers.for_teacher(_consistent_teacher(), adapter, stored)
+    _, again, teacher = _generate(second, teacher=CuttingLM([], adapter=adapter))  # any call would fail
+
+    assert again.lm_calls == len(teacher.history) == 0 and again.remembered == 17
+    assert again.rejected == report.rejected
+    assert second.now == first.now  # what the run after recalls
+
+    other_content = _loading_dock_catalog(f"{LOADING_DOCK}, re-encoded in 4K")
+    third = TeacherAnswers.for_teacher(_consistent_teacher(), adapter, second.to_json())
+    _, asked, teacher = _generate(third, catalog=other_content)
+    # Every write and probe is asked again; the verifier's question (the query and the decision) is not.
+    assert asked.lm_calls == len(teacher.history) == 6 and asked.rejected == report.rejected
+
+
+def test_answers_of_another_teacher_or_settings_are_not_used():
+    local = LanguageModelResource()
+    adapter = local.adapter()
+    stored = {"key": TeacherAnswers.for_teacher(local.teacher(), adapter).key, "answers": {"k": {"query": "q"}}}
+    assert TeacherAnswers.for_teacher(local.teacher(), adapter, stored).earlier == {"k": {"query": "q"}}
+    for teacher, teacher_adapter in [
+        (local.teacher(temperature=0.7), adapter),
+        (local.teacher(max_tokens=64), adapter),
+        (local.teacher(), local.adapter("reminder_first")),
+        (dspy.LM("openai/gpt-4o-mini", api_base="https://llm.example.com/v1"), dspy.JSONAdapter()),
+    ]:
+        assert TeacherAnswers.for_teacher(teacher, teacher_adapter, stored).earlier == {}
+    for damaged in [None, [], {"key": stored["key"], "answers": ["q"]}]:
+        assert TeacherAnswers.for_teacher(local.teacher(), adapter, damaged).earlier == {}
+
+
+def test_the_asset_keeps_the_teachers_answers_for_its_next_run(tenant_env, monkeypatch):
+    """A scripted teacher; what is asserted is whether the asset asks it at all."""
+    monkeypatch.setattr(blending, "COLD_START_SYNTHETIC_EXAMPLES", 4)
+    teacher = _consistent_teacher()
+    adapter = teacher.adapter
+    catalog = {"backend": _loading_dock_catalog()}
+    monkeypatch.setattr(LanguageModelResource, "teacher", lambda self, **overrides: teacher)
+    monkeypatch.setattr(LanguageModelResource, "adapter", lambda self, layout="reminder_last": adapter)
+    monkeypatch.setattr(ContentBackendResource, "backend", lambda self: catalog["backend"])
+    tenant = tenant_env.add("copies")
+    asset = synthetic_examples_assets[0]
+
+    def run():
+        calls = len(teacher.history)
+        result = tenant_env.materialize([asset], tenant, content=ContentBackendResource(vespa_url=""))
+        (event,) = result.asset_materializations_for_node(asset.op.name)
+        figures = {key: value.value for key, value in event.metadata.items()}
+        assert figures["lm_calls"] == len(teacher.history) - calls
+        return figures
+
+    first = run()
+    answers = first["lm_calls"] + first["remembered_answers"]
+    assert first["lm_calls"] > 0 and first["generated"] == 0 and "copied its content" in first["stopped"]
+    assert len(read_teacher_answers(tenant_env.artifacts, tenant, "modality")["answers"]) == first["lm_calls"]
+
+    again = run()
+    assert (again["lm_calls"], again["remembered_answers"], again["generated"]) == (0, answers, 0)
+    assert (again["rejected"], again["stopped"]) == (first["rejected"], first["stopped"])
+
+    catalog["backend"] = _loading_dock_catalog(f"{LOADING_DOCK}, re-encoded in 4K")
+    assert run()["lm_calls"] > 0  # other content, other requests: the teacher is asked
+
+    tenant_env.artifacts.path(tenant, "modality", TEACHER_ANSWERS_FILE).write_text("{not json")
+    assert read_teacher_answers(tenant_env.artifacts, tenant, "modality") is None
+    assert run()["lm_calls"] == first["lm_calls"]  # a damaged file is no file
