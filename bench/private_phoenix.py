@@ -40,7 +40,7 @@ def private_phoenix(
         service = stack.phoenix_service(
             working_dir=root / "phoenix", port=port, grpc_port=grpc_port, directory=root, database_url=database_url
         )
-        service.start()
+        service.start(stop_with_parent=True)
         try:
             if read_database:
                 overrides["read_database_url"] = database_url or stack.sqlite_phoenix_database_url(root / "phoenix")

@@ -15,6 +15,7 @@ production model (only the model string and ``api_base`` differ).
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
@@ -260,7 +261,10 @@ class ManagedService:
         base_url = self.spec.health_url.rsplit("/", 1)[0]
         return ServiceStatus(self.spec.name, pid is not None, healthy, pid, base_url, self.log_file)
 
-    def start(self) -> ServiceStatus:
+    def start(self, stop_with_parent: bool = False) -> ServiceStatus:
+        """Start the service unless it is up. ``stop_with_parent``: for a service of one's own (a
+        bench's, a test session's), which the kernel ends when the thread that started it ends,
+        however that ends (SIGKILL included, where no ``finally`` runs); on Linux only."""
         current = self.status()
         if current.healthy:
             return current
@@ -280,6 +284,7 @@ class ManagedService:
                 stdin=subprocess.DEVNULL,
                 env=env,
                 start_new_session=True,  # Ctrl-C in the terminal reaches us, not the service.
+                preexec_fn=_terminated_with(os.getpid()) if stop_with_parent and sys.platform == "linux" else None,
             )
         marker = self.spec.command[-1]
         self.pid_file.write_text(json.dumps({"pid": process.pid, "marker": marker, "command": self.spec.command}))
@@ -452,6 +457,21 @@ def lm_service(
     return ManagedService(spec, directory)
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _terminated_with(parent_pid: int) -> Callable[[], None]:
+    """For the child between fork and exec: ask the kernel for SIGTERM when the parent ends, and
+    end at once if it already has."""
+
+    def ask() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return ask
+
+
 @contextmanager
 def terminate_unwinds() -> Iterator[None]:
     """Within the block, SIGTERM raises ``SystemExit`` so that ``finally`` clauses run (Python's
@@ -485,7 +505,7 @@ def private_lm_server(
     previous = os.environ.get("COGNIVERSE_LM_PORT")
     with terminate_unwinds():
         try:
-            status = service.start()
+            status = service.start(stop_with_parent=True)
             os.environ["COGNIVERSE_LM_PORT"] = str(port)
             yield status
         finally:

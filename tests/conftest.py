@@ -123,7 +123,7 @@ def phoenix_sqlite(phoenix_sqlite_root, isolated_data_dir) -> PhoenixResource:
     root = phoenix_sqlite_root
     port, grpc_port = stack.free_port(), stack.free_port()
     service = stack.phoenix_service(working_dir=root / "working", port=port, grpc_port=grpc_port, directory=root)
-    service.start()
+    service.start(stop_with_parent=True)
     endpoint = stack.phoenix_url(port)
     os.environ["PHOENIX_ENDPOINT"] = endpoint
     try:
@@ -154,7 +154,7 @@ def phoenix_postgres(tmp_path_factory, isolated_data_dir, phoenix_postgres_datab
         directory=root,
         database_url=phoenix_postgres_database,
     )
-    service.start()
+    service.start(stop_with_parent=True)
     try:
         yield PhoenixResource(endpoint=stack.phoenix_url(port))
     finally:

@@ -3,6 +3,8 @@ import signal
 import socket
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -129,7 +131,7 @@ def test_a_private_lm_server_is_the_one_the_lm_points_at_until_it_stops(tmp_path
         def __init__(self, port, directory, model_path):
             self.port = port
 
-        def start(self):
+        def start(self, stop_with_parent=False):
             return stack.ServiceStatus("lm", True, True, 1, f"http://{stack.HOST}:{self.port}", tmp_path / "lm.log")
 
         def stop(self):
@@ -158,7 +160,7 @@ signal.signal(signal.SIGTERM, signal.SIG_DFL)
 class RecordingService:
     def __init__(self, port, directory, model_path):
         pass
-    def start(self):
+    def start(self, stop_with_parent=False):
         return stack.ServiceStatus("lm", True, True, 1, "http://127.0.0.1:1", Path("lm.log"))
     def stop(self):
         Path({str(stopped)!r}).write_text("stopped")
@@ -176,3 +178,44 @@ with stack.private_lm_server(Path({str(tmp_path)!r}), Path("model.gguf"), Record
         process.kill()
         process.wait()
     assert stopped.read_text() == "stopped"
+
+
+def _exited(pid: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists() or stack._is_zombie(pid):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.parametrize("stop_with_parent", [True, False])
+def test_a_service_started_to_stop_with_its_parent_ends_when_the_parent_is_killed(tmp_path, stop_with_parent):
+    """SIGKILL runs no ``finally``: only the kernel can stop a bench's or a test session's servers then."""
+    script = f"""
+import sys
+from pathlib import Path
+from cogniverse_resources import stack
+
+port = stack.free_port()
+spec = stack.ServiceSpec(
+    name="http",
+    command=[sys.executable, "-m", "http.server", str(port), "--bind", stack.HOST, "--directory", {str(tmp_path)!r}],
+    ports=[port],
+    health_url=f"http://{{stack.HOST}}:{{port}}/",
+    start_timeout_s=30,
+)
+print(stack.ManagedService(spec, Path({str(tmp_path)!r})).start(stop_with_parent={stop_with_parent}).pid, flush=True)
+sys.stdin.read()
+"""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT
+    )
+    service_pid = int(parent.stdout.readline())
+    try:
+        parent.kill()
+        parent.wait(timeout=30)
+        assert _exited(service_pid, timeout_s=15) == stop_with_parent
+    finally:
+        if not _exited(service_pid, timeout_s=0):
+            os.kill(service_pid, signal.SIGKILL)
