@@ -17,11 +17,12 @@ is then written in full, so the probe only rejects early what the full answer wo
 temperature 0 it is that answer's beginning, up to the local server's own run-to-run variation
 (bench/synthetic_generation.py: the same rejections in 5 of 6 runs, in half the time).
 
-The teacher's answers are kept per request between runs (``TeacherAnswers``): at temperature 0 the
-same request to the same teacher gets the same answer, and a lane whose teacher copied or was turned
-down sends the same requests on its next run (they depend on the stored examples' count, the content
-sampled and the labels). Such a run asks the teacher only what it has not answered yet; with the
-local teacher that is every later run of a lane whose synthetic data stays empty.
+The teacher's answers are kept per request between runs (``TeacherAnswers``): at temperature 0 (the
+default; a teacher that samples is asked every time) the same request to the same teacher gets the
+same answer, and a lane whose teacher copied or was turned down sends the same requests on its next
+run (they depend on the stored examples' count, the content sampled and the labels). Such a run asks
+the teacher only what it has not answered yet; with the local teacher that is every later run of a
+lane whose synthetic data stays empty.
 
 A paraphrase that comes back as a duplicate is retried as a direct request: the local 0.5B teacher
 tends to return the seed it was asked to reword, at temperature 0 each time, so retrying the same
@@ -137,15 +138,18 @@ class TeacherAnswers:
     """The teacher's answers by request: ``earlier`` from the last run, ``now`` what this run used
     (asked or recalled), which the next run gets as its ``earlier``. Under another ``key`` (teacher,
     its settings, the signatures) nothing earlier is used. A temperature-0 teacher gives the same
-    answer to the same request, so each request is asked once."""
+    answer to the same request, so each request is asked once; one that samples is asked each time."""
 
     key: str
     earlier: dict[str, dict] = field(default_factory=dict)
     now: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
-    def for_teacher(cls, lm: dspy.LM, adapter: dspy.Adapter, stored: Mapping | None = None) -> TeacherAnswers:
-        """Answers for ``lm`` with ``adapter``, starting from ``stored`` (``to_json``) if it was the same teacher."""
+    def for_teacher(cls, lm: dspy.LM, adapter: dspy.Adapter, stored: Mapping | None = None) -> TeacherAnswers | None:
+        """Answers for ``lm`` with ``adapter``, starting from ``stored`` (``to_json``) if it was the same
+        teacher; ``None`` for a teacher sampling at a temperature above 0."""
+        if lm.kwargs.get("temperature"):
+            return None
         key = fingerprint(
             {
                 **lm_identity(lm, adapter),

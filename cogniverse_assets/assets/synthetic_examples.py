@@ -4,8 +4,8 @@ Reads the labeled example table (to size the request and avoid real queries) and
 backend (Vespa or the bundled catalog); writes the synthetic example table. Generates only what
 the blending plan asks for and the stored table does not already hold, so a re-run with nothing
 new makes no LM calls. The teacher's answers of the last generation are kept beside the table
-(``synthetic_teacher_answers.json``): a later run that sends the same requests to the same teacher,
-as every run does while nothing is kept, asks it only what is new.
+(``synthetic_teacher_answers.json``): a later run that sends the same requests to the same teacher
+at temperature 0, as every run does while nothing is kept, asks it only what is new.
 """
 
 import math
@@ -98,7 +98,8 @@ def build_synthetic_examples(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         )
         attempts = missing + math.ceil(missing * GENERATION_MARGIN)
         fresh, report = generator.generate(attempts, avoid_queries=[*real["query"], *stored["query"]])
-        artifacts.write_json(artifacts.path(config.tenant_id, spec.name, TEACHER_ANSWERS_FILE), answers.to_json())
+        if answers is not None:
+            artifacts.write_json(artifacts.path(config.tenant_id, spec.name, TEACHER_ANSWERS_FILE), answers.to_json())
         combined = pd.concat([stored, fresh], ignore_index=True) if len(stored) else fresh
         path = artifacts.write_table(config.tenant_id, spec.name, SYNTHETIC_TABLE, combined)
         context.log.info(f"{config.tenant_id}/{spec.name}: generated {report.accepted}/{attempts} synthetic examples")

@@ -288,8 +288,8 @@ def test_answers_of_another_teacher_or_settings_are_not_used():
     adapter = local.adapter()
     stored = {"key": TeacherAnswers.for_teacher(local.teacher(), adapter).key, "answers": {"k": {"query": "q"}}}
     assert TeacherAnswers.for_teacher(local.teacher(), adapter, stored).earlier == {"k": {"query": "q"}}
+    assert TeacherAnswers.for_teacher(local.teacher(temperature=0.7), adapter, stored) is None  # it samples
     for teacher, teacher_adapter in [
-        (local.teacher(temperature=0.7), adapter),
         (local.teacher(max_tokens=64), adapter),
         (local.teacher(), local.adapter("reminder_first")),
         (dspy.LM("openai/gpt-4o-mini", api_base="https://llm.example.com/v1"), dspy.JSONAdapter()),
