@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -89,7 +90,18 @@ def out_of_fold_probabilities(
     texts: Sequence[str], labels: Sequence[str], seed: int = 0
 ) -> tuple[np.ndarray, list[str]]:
     """Each text's probabilities from a classifier fitted without it (stratified k-fold), with the
-    class order of the columns. Needs at least two examples of every label."""
+    class order of the columns. Needs at least two examples of every label.
+
+    A routing lane asks twice for the same rows and seed (``calibrated``'s vote, then the fast path's
+    threshold); the folds' fits are deterministic, so the last few results are kept in the process."""
+    probabilities, classes = _out_of_fold_probabilities(tuple(texts), tuple(labels), seed)
+    return probabilities.copy(), list(classes)
+
+
+@lru_cache(maxsize=4)
+def _out_of_fold_probabilities(
+    texts: tuple[str, ...], labels: tuple[str, ...], seed: int
+) -> tuple[np.ndarray, tuple[str, ...]]:
     labels = np.asarray(labels)
     classes = sorted(set(labels.tolist()))
     counts = [int((labels == label).sum()) for label in classes]
@@ -99,4 +111,4 @@ def out_of_fold_probabilities(
         classifier = LabelClassifier.fit([texts[i] for i in fit_index], labels[fit_index].tolist())
         held = classifier.probabilities([texts[i] for i in held_index])
         probabilities[held_index] = held[:, [classifier.classes.index(label) for label in classes]]
-    return probabilities, classes
+    return probabilities, tuple(classes)
