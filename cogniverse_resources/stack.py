@@ -462,10 +462,12 @@ PR_SET_PDEATHSIG = 1
 
 def _terminated_with(parent_pid: int) -> Callable[[], None]:
     """For the child between fork and exec: ask the kernel for SIGTERM when the parent ends, and
-    end at once if it already has."""
+    end at once if it already has. ``prctl`` is looked up here, in the parent: loading a library
+    in a child forked from a threaded process can deadlock on a lock another thread held."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
 
     def ask() -> None:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent_pid:
             os._exit(1)
 
