@@ -461,13 +461,16 @@ PR_SET_PDEATHSIG = 1
 
 
 def _terminated_with(parent_pid: int) -> Callable[[], None]:
-    """For the child between fork and exec: ask the kernel for SIGTERM when the parent ends, and
-    end at once if it already has. ``prctl`` is looked up here, in the parent: loading a library
-    in a child forked from a threaded process can deadlock on a lock another thread held."""
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    """For the child between fork and exec: SIGTERM at its default (an ignored disposition survives
+    exec, and a process started after a Dagster in-process run in a background shell has SIGTERM
+    ignored), then ask the kernel for SIGTERM when the parent ends, and end at once if it already
+    has. libc is looked up here, in the parent: loading a library in a child forked from a threaded
+    process can deadlock on a lock another thread held."""
+    libc = ctypes.CDLL(None, use_errno=True)
 
     def ask() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.signal(signal.SIGTERM, signal.SIG_DFL)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent_pid:
             os._exit(1)
 

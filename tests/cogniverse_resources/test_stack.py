@@ -191,11 +191,16 @@ def _exited(pid: int, timeout_s: float) -> bool:
 
 @pytest.mark.parametrize("stop_with_parent", [True, False])
 def test_a_service_started_to_stop_with_its_parent_ends_when_the_parent_is_killed(tmp_path, stop_with_parent):
-    """SIGKILL runs no ``finally``: only the kernel can stop a bench's or a test session's servers then."""
+    """SIGKILL runs no ``finally``: only the kernel can stop a bench's or a test session's servers then.
+    The parent ignores SIGTERM, as a process started after a Dagster in-process run in a background
+    shell does (and so would the service it starts, without its disposition reset)."""
     script = f"""
+import signal
 import sys
 from pathlib import Path
 from cogniverse_resources import stack
+
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 port = stack.free_port()
 spec = stack.ServiceSpec(
