@@ -315,11 +315,8 @@ class ManagedService:
             os.killpg(pid, signal.SIGTERM)
         except ProcessLookupError:
             return False
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
-                return True
-            time.sleep(0.2)
+        if process_ended(pid, timeout_s):
+            return True
         try:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -333,6 +330,16 @@ class ManagedService:
             return "no log"
         # A service's log may echo its database URL; a password in it must not reach the message.
         return redact_urls(lines[-1].strip())[:300] if lines else "no log output"
+
+
+def process_ended(pid: int, timeout_s: float) -> bool:
+    """Whether process ``pid`` has ended (or is a zombie) within ``timeout_s``; looked at at least once."""
+    deadline = time.monotonic() + timeout_s
+    while Path(f"/proc/{pid}").exists() and not _is_zombie(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def _is_zombie(pid: int) -> bool:

@@ -3,8 +3,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -180,15 +178,6 @@ with stack.private_lm_server(Path({str(tmp_path)!r}), Path("model.gguf"), Record
     assert stopped.read_text() == "stopped"
 
 
-def _exited(pid: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists() or stack._is_zombie(pid):
-            return True
-        time.sleep(0.2)
-    return False
-
-
 @pytest.mark.parametrize("stop_with_parent", [True, False])
 def test_a_service_started_to_stop_with_its_parent_ends_when_the_parent_is_killed(tmp_path, stop_with_parent):
     """SIGKILL runs no ``finally``: only the kernel can stop a bench's or a test session's servers then.
@@ -220,7 +209,7 @@ sys.stdin.read()
     try:
         parent.kill()
         parent.wait(timeout=30)
-        assert _exited(service_pid, timeout_s=15) == stop_with_parent
+        assert stack.process_ended(service_pid, timeout_s=15) == stop_with_parent
     finally:
-        if not _exited(service_pid, timeout_s=0):
+        if not stack.process_ended(service_pid, timeout_s=0):
             os.kill(service_pid, signal.SIGKILL)
