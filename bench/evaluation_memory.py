@@ -29,7 +29,7 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dagster as dg
-from private_phoenix import private_phoenix
+from private_phoenix import lane_resources, private_phoenix
 
 from cogniverse_assets.answer_memory import ANSWERS_FOLDER
 from cogniverse_assets.assets.evaluation import evaluation_assets
@@ -42,9 +42,7 @@ from cogniverse_assets.modules.registry import get_module
 from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets.traffic import emit_traffic
 from cogniverse_resources import stack
-from cogniverse_resources.artifacts import ArtifactStore, DSPyModuleIOManager
-from cogniverse_resources.config_store import ConfigStoreResource
-from cogniverse_resources.content import ContentBackendResource
+from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.lm import LanguageModelResource
 from cogniverse_resources.phoenix import PhoenixResource
 
@@ -74,18 +72,10 @@ def store_candidate(artifacts: ArtifactStore, version: str, per_label: int) -> N
 
 
 def measure(root: Path, phoenix: PhoenixResource, instance: dg.DagsterInstance, traces: int, more: int) -> list:
-    config_store = ConfigStoreResource(url=f"sqlite://{root}/config.sqlite")
-    config_store.store().add(TENANT, use_synthetic_data=False)
-    artifacts = ArtifactStore(root=str(root / "artifacts"))
+    resources = lane_resources(root, phoenix, LanguageModelResource.from_env())
+    resources["config_store"].store().add(TENANT, use_synthetic_data=False)
+    artifacts = resources["artifacts"]
     answers = Path(str(artifacts.path(TENANT, SPEC.name, ANSWERS_FOLDER)))
-    resources = {
-        "phoenix": phoenix,
-        "config_store": config_store,
-        "artifacts": artifacts,
-        "lm": LanguageModelResource.from_env(),
-        "content": ContentBackendResource(vespa_url=""),
-        "dspy_module_io_manager": DSPyModuleIOManager(root=artifacts.root),
-    }
     instance.add_dynamic_partitions(tenants_partitions.name, [TENANT])
     rows = []
 

@@ -20,7 +20,7 @@ import time
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dagster as dg
-from private_phoenix import private_phoenix
+from private_phoenix import lane_resources, private_phoenix
 
 from cogniverse_assets.assets.deployment import deployment_assets
 from cogniverse_assets.assets.evaluation import evaluation_assets
@@ -33,9 +33,6 @@ from cogniverse_assets.modules.registry import get_module
 from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets.traffic import emit_traffic
 from cogniverse_resources import stack
-from cogniverse_resources.artifacts import ArtifactStore, DSPyModuleIOManager
-from cogniverse_resources.config_store import ConfigStoreResource
-from cogniverse_resources.content import ContentBackendResource
 from cogniverse_resources.lm import LanguageModelResource
 
 TENANT = "bench-noop"
@@ -59,20 +56,12 @@ def main() -> int:
     args = parser.parse_args()
 
     with private_phoenix("bench-noop-") as (root, phoenix):
-        config_store = ConfigStoreResource(url=f"sqlite://{root}/config.sqlite")
-        config_store.store().add(TENANT, use_synthetic_data=False)
-        artifacts = ArtifactStore(root=str(root / "artifacts"))
         dead_lm = LanguageModelResource.from_env(
             student_api_base=f"http://127.0.0.1:{stack.free_port()}/v1", num_retries=0
         )
-        resources = {
-            "phoenix": phoenix,
-            "config_store": config_store,
-            "artifacts": artifacts,
-            "lm": dead_lm,
-            "content": ContentBackendResource(vespa_url=""),
-            "dspy_module_io_manager": DSPyModuleIOManager(root=artifacts.root),
-        }
+        resources = lane_resources(root, phoenix, dead_lm)
+        resources["config_store"].store().add(TENANT, use_synthetic_data=False)
+        artifacts = resources["artifacts"]
         emit_traffic(phoenix, TENANT, n=45, feedback_rate=1.0, seed=5, progress=False, modules=["modality"])
         (root / "dagster").mkdir()
         with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:

@@ -10,6 +10,10 @@ from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from cogniverse_resources import stack
+from cogniverse_resources.artifacts import ArtifactStore, DSPyModuleIOManager
+from cogniverse_resources.config_store import ConfigStoreResource
+from cogniverse_resources.content import ContentBackendResource
+from cogniverse_resources.lm import LanguageModelResource
 from cogniverse_resources.phoenix import PhoenixResource
 from cogniverse_resources.redaction import redact_url
 
@@ -47,6 +51,20 @@ def private_phoenix(
             yield root, PhoenixResource.from_env(endpoint=stack.phoenix_url(port), **overrides)
         finally:
             service.stop()
+
+
+def lane_resources(root: Path, phoenix: PhoenixResource, lm: LanguageModelResource) -> dict:
+    """What a lane's assets need, kept under a bench's ``root``: a SQLite config store (add the
+    bench's tenants to it), an artifact folder, the bundled content catalog and ``lm``."""
+    artifacts = ArtifactStore(root=str(root / "artifacts"))
+    return {
+        "phoenix": phoenix,
+        "config_store": ConfigStoreResource(url=f"sqlite://{root}/config.sqlite"),
+        "artifacts": artifacts,
+        "lm": lm,
+        "content": ContentBackendResource(vespa_url=""),
+        "dspy_module_io_manager": DSPyModuleIOManager(root=artifacts.root),
+    }
 
 
 @contextmanager

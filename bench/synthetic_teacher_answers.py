@@ -26,7 +26,7 @@ import time
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dagster as dg
-from private_phoenix import private_phoenix
+from private_phoenix import lane_resources, private_phoenix
 
 from cogniverse_assets.assets.routing_traces import routing_traces_assets
 from cogniverse_assets.assets.synthetic_examples import TEACHER_ANSWERS_FILE, synthetic_examples_assets
@@ -34,9 +34,6 @@ from cogniverse_assets.modules.registry import ROUTING_MODULES
 from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets.traffic import emit_traffic
 from cogniverse_resources import stack
-from cogniverse_resources.artifacts import ArtifactStore
-from cogniverse_resources.config_store import ConfigStoreResource
-from cogniverse_resources.content import ContentBackendResource
 from cogniverse_resources.lm import LanguageModelResource
 
 TENANT = "bench-teacher"
@@ -53,16 +50,9 @@ def main() -> int:
     with private_phoenix("bench-teacher-") as (root, phoenix), stack.private_lm_server(root / "lm"):
         (root / "dagster").mkdir()
         with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
-            config_store = ConfigStoreResource(url=f"sqlite://{root}/config.sqlite")
-            config_store.store().add(TENANT)
-            artifacts = ArtifactStore(root=str(root / "artifacts"))
-            resources = {
-                "phoenix": phoenix,
-                "config_store": config_store,
-                "artifacts": artifacts,
-                "lm": LanguageModelResource.from_env(),
-                "content": ContentBackendResource(vespa_url=""),
-            }
+            resources = lane_resources(root, phoenix, LanguageModelResource.from_env())
+            resources["config_store"].store().add(TENANT)
+            artifacts = resources["artifacts"]
             instance.add_dynamic_partitions(tenants_partitions.name, [TENANT])
 
             def run(module: str, situation: str, arm: str) -> None:
