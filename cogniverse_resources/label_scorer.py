@@ -84,5 +84,6 @@ class LocalLabelScorer:
         llm.n_tokens = kept
         llm.eval(tokens[kept:])
         self.calls += 1
-        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+        # The last evaluated position's logits, wherever the context keeps outputs for other positions too.
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
         return log_normalized(logits[list(label_tokens)].astype(float))

@@ -1,0 +1,221 @@
+"""Benchmark: a linear probe on the local LM's own hidden state, as a vote beside `calibrated`'s bias.
+
+`calibrated` shifts the label scores by one number per label. The hidden state the label scores
+come from (the model's last layer at the position where the schema-constrained answer names its
+label) carries far more than five numbers; a linear probe on it, trained on the tenant's gold
+labels, is the "LM's own hidden state" lever the learning-curve section of docs/benchmarks.md
+names for modality and routing, where the bag-of-words classifier stops improving.
+
+One in-process pass per query gives both: the label scores (the product's ``LocalLabelScorer``,
+unchanged, so `bias` reproduces the label-score bench) and the hidden state at the same position.
+Per seed (the stratified ``--train`` examples of the corpus train split, as every bench here):
+
+- ``bias``: `calibrated` without the classifier's vote, fitted on a stratified ``--fit`` of them.
+- ``LM-state probe alone``: standardized hidden states, logistic regression; its regularization
+  chosen among ``PROBE_C`` by out-of-fold accuracy on the training examples only.
+- ``bias + LM-state vote``: bias and probe weight fitted together on the ``--fit`` examples, with
+  the probe's out-of-fold log-probabilities for them (``fit_bias_and_weight``, as for the
+  classifier's vote).
+
+Every variant answers all corpus eval queries and, for modality, the external holdout
+(evaluation only, never fitted on or chosen with). Gains are paired against the unoptimized label
+scores, with their 95 % bootstrap interval and McNemar p.
+
+The adoption rule, written before the first run (docs/benchmarks.md): adopt the vote for a module
+iff its corpus-eval gain over ``bias`` is >= +0.02 on the mean of the seeds, no seed is below
+``bias``, and (modality) the external holdout stays >= unoptimized - 0.03 on every seed.
+
+    .venv/bin/python bench/lm_state_probe.py [--module modality|routing] [--seeds 0 1 2] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from cogniverse_assets.blending import stratified_pick
+from cogniverse_assets.modules.calibrated import answer_prefix, can_calibrate, fit_bias, fit_bias_and_weight, log_votes
+from cogniverse_assets.modules.registry import ROUTING_MODULES, get_module
+from cogniverse_assets.scoring import paired_comparison
+from cogniverse_resources import stack
+from cogniverse_resources.label_scorer import LocalLabelScorer
+from cogniverse_resources.lm import LlamaCppJSONAdapter
+
+sys.path.insert(0, str(Path(__file__).parent))
+from optimizers import DEFAULT_HOLDOUT, EvalSet, corpus_train_pool, eval_sets  # noqa: E402 - the sibling bench's data
+
+PROBE_C = (0.01, 0.1, 1.0)
+FOLDS = 5
+
+
+class HiddenStateScorer(LocalLabelScorer):
+    """The product's scorer with the context's embeddings on: after each scored prompt, the last
+    layer's state at the scored position is readable too."""
+
+    def _model(self):  # noqa: ANN202 - llama_cpp types stay private
+        if self._llm is None:
+            import llama_cpp
+
+            original = llama_cpp.Llama
+
+            def with_embeddings(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+                return original(*args, **kwargs, embedding=True)
+
+            llama_cpp.Llama = with_embeddings
+            try:
+                super()._model()
+            finally:
+                llama_cpp.Llama = original
+        return self._llm
+
+    def hidden_state(self) -> np.ndarray:
+        llm = self._model()
+        return np.ctypeslib.as_array(llm._ctx.get_embeddings_ith(-1), shape=(llm.n_embd(),)).astype(float).copy()
+
+
+def probe(c: float) -> object:
+    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+
+
+def out_of_fold(states: np.ndarray, labels: np.ndarray, c: float, seed: int) -> tuple[np.ndarray, list[str]]:
+    """Out-of-fold probabilities (columns in sorted label order) of the probe over the rows."""
+    classes = sorted(set(labels))
+    probabilities = np.zeros((len(labels), len(classes)))
+    folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
+    for fit_index, held_index in folds.split(states, labels):
+        model = probe(c).fit(states[fit_index], labels[fit_index])
+        columns = [classes.index(label) for label in model.classes_]
+        probabilities[np.ix_(held_index, columns)] = model.predict_proba(states[held_index])
+    return probabilities, classes
+
+
+@dataclass
+class Row:
+    seed: int
+    variant: str
+    eval_set: str
+    accuracy: float
+    gain: float
+    interval: list[float]
+    mcnemar_p: float
+    detail: str = ""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--module", default="modality", choices=list(ROUTING_MODULES))
+    parser.add_argument("--train", type=int, default=130)
+    parser.add_argument("--fit", type=int, default=50)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--holdout", type=Path, default=DEFAULT_HOLDOUT, help="external holdout (modality only)")
+    parser.add_argument("--check", type=int, default=5, help="queries also scored by the plain scorer (must agree)")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    spec = get_module(args.module)
+    if not can_calibrate(spec):
+        raise SystemExit(f"{spec.name}: only a lone label is scored")
+    model_path = stack.ensure_local_model()
+    scorer = HiddenStateScorer(model_path)
+    label_tokens = scorer.first_tokens(spec.labels)
+    adapter = LlamaCppJSONAdapter()
+    prefix = answer_prefix(spec)
+    timings: list[float] = []
+
+    def score_all(inputs_list: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+        scores, states = [], []
+        for inputs in inputs_list:
+            started = time.perf_counter()
+            scores.append(scorer.scores(adapter.format(spec.signature, [], inputs), prefix, label_tokens))
+            states.append(scorer.hidden_state())
+            timings.append((time.perf_counter() - started) * 1000)
+        return np.array(scores), np.array(states)
+
+    sets: list[EvalSet] = eval_sets(spec, args.holdout, None)
+    pool = corpus_train_pool(spec)
+    pool_inputs = [spec.inputs(row) for row in pool.to_dict("records")]
+    # The embeddings switch must not change the scores the bias is fitted on.
+    plain = LocalLabelScorer(model_path)
+    for inputs in pool_inputs[: args.check]:
+        messages = adapter.format(spec.signature, [], inputs)
+        expected = plain.scores(messages, prefix, label_tokens)
+        got = scorer.scores(messages, prefix, label_tokens)
+        if not np.allclose(expected, got, atol=1e-3):
+            raise SystemExit(f"scores differ with embeddings on: {expected} vs {got}")
+    del plain
+    evaluated = {data.name: score_all(data.inputs) for data in sets}
+    pool_scores, pool_states = score_all(pool_inputs)
+    index_of = {query: i for i, query in enumerate(pool["query"])}
+    print(f"scored {len(timings)} queries, p50 {np.percentile(timings, 50):.0f} ms per query", flush=True)
+
+    def answers(scores: np.ndarray) -> list[str]:
+        return [spec.labels[i] for i in scores.argmax(axis=1)]
+
+    baseline = {d.name: [a in ok for a, ok in zip(answers(evaluated[d.name][0]), d.accept)] for d in sets}
+    rows: list[Row] = []
+
+    def record(seed: int, variant: str, adjusted: dict[str, np.ndarray], detail: str = "") -> None:
+        cells = []
+        for d in sets:
+            correct = [a in ok for a, ok in zip(answers(adjusted[d.name]), d.accept)]
+            pc = paired_comparison(correct, baseline[d.name], level=0.95)
+            accuracy = float(np.mean(correct))
+            rows.append(Row(seed, variant, d.name, accuracy, pc.gain, [pc.low, pc.high], pc.mcnemar_p, detail))
+            interval = f"[{pc.low:+.3f}, {pc.high:+.3f}]"
+            cells.append(f"{d.name} {accuracy:.3f} ({pc.gain:+.3f} {interval}, p={pc.mcnemar_p:.2f})")
+        print(f"seed {seed} {variant}{f' ({detail})' if detail else ''}: " + "; ".join(cells), flush=True)
+
+    record(-1, "unoptimized", {d.name: evaluated[d.name][0] for d in sets})
+    for seed in args.seeds:
+        train = stratified_pick(pool, args.train, seed=seed)
+        part = stratified_pick(train, args.fit, seed=seed)
+        train_rows = np.array([index_of[q] for q in train["query"]])
+        labels = train["label"].to_numpy()
+        states = pool_states[train_rows]
+        fit_scores = pool_scores[[index_of[q] for q in part["query"]]]
+        bias = fit_bias(fit_scores, part["label"].tolist(), spec.labels)
+        record(seed, "bias", {d.name: evaluated[d.name][0] + bias for d in sets})
+
+        # The probe's regularization, chosen on the training examples only.
+        oof_accuracy = {}
+        for c in PROBE_C:
+            probabilities, classes = out_of_fold(states, labels, c, seed)
+            oof_accuracy[c] = float(np.mean(np.asarray(classes)[probabilities.argmax(axis=1)] == labels))
+        c = max(PROBE_C, key=lambda value: (oof_accuracy[value], -value))
+        chosen = ", ".join(f"C={value}: {accuracy:.3f}" for value, accuracy in oof_accuracy.items())
+        fitted = probe(c).fit(states, labels)
+        classes = list(fitted.classes_)
+
+        def probe_votes(these: np.ndarray, model: object = fitted) -> np.ndarray:
+            return log_votes(model.predict_proba(these), classes, spec.labels)
+
+        record(seed, "LM-state probe alone", {d.name: probe_votes(evaluated[d.name][1]) for d in sets}, chosen)
+        probabilities, oof_classes = out_of_fold(states, labels, c, seed)
+        position = {query: i for i, query in enumerate(train["query"])}
+        votes = log_votes(probabilities[[position[q] for q in part["query"]]], oof_classes, spec.labels)
+        voted_bias, weight = fit_bias_and_weight(fit_scores, votes, part["label"].tolist(), spec.labels)
+        record(
+            seed,
+            "bias + LM-state vote",
+            {d.name: evaluated[d.name][0] + voted_bias + weight * probe_votes(evaluated[d.name][1]) for d in sets},
+            f"w {weight:.2f}, C={c}",
+        )
+    if args.out:
+        args.out.write_text(json.dumps([asdict(row) for row in rows], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
