@@ -63,7 +63,7 @@ from cogniverse_assets.modules.calibrated import answer_prefix, can_calibrate, f
 from cogniverse_assets.modules.registry import ROUTING_MODULES, get_module
 from cogniverse_assets.scoring import paired_comparison
 from cogniverse_resources import stack
-from cogniverse_resources.label_scorer import LocalLabelScorer, log_normalized
+from cogniverse_resources.label_scorer import LocalLabelScorer
 from cogniverse_resources.lm import LlamaCppJSONAdapter
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -107,24 +107,18 @@ class LastTokenStateScorer(LocalLabelScorer):
         import llama_cpp
 
         llm = self._model()
-        tokens = llm.tokenize((self._chat(messages=messages).prompt + answer_prefix).encode(), False, True)
-        previous = llm._input_ids[: llm.n_tokens].tolist()
-        kept = 0
-        while kept < min(len(previous), len(tokens) - 1) and previous[kept] == tokens[kept]:
-            kept += 1
-        llm._ctx.kv_cache_seq_rm(-1, kept, -1)
-        llm.n_tokens = kept
+        tokens, kept = self.prompt_after_shared_prefix(messages, answer_prefix)
         if kept < len(tokens) - 1:
             llm.eval(tokens[kept:-1])
         llama_cpp.llama_set_embeddings(llm._ctx.ctx, True)
         try:
             llm.eval(tokens[-1:])
-            logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
+            scores = self.last_scores(label_tokens)
             self._state = np.ctypeslib.as_array(llm._ctx.get_embeddings_ith(-1), shape=(llm.n_embd(),)).copy()
         finally:
             llama_cpp.llama_set_embeddings(llm._ctx.ctx, False)
         self.calls += 1
-        return log_normalized(logits[list(label_tokens)].astype(float))
+        return scores
 
     def hidden_state(self) -> np.ndarray:
         return self._state.astype(float)

@@ -69,8 +69,10 @@ class LocalLabelScorer:
             raise ValueError(f"labels {list(labels)} share a first token: their scores cannot be told apart")
         return tokens
 
-    def scores(self, messages: list[dict], answer_prefix: str, label_tokens: Sequence[int]) -> np.ndarray:
-        """Log-probabilities of ``label_tokens`` after ``messages`` and ``answer_prefix``, over the labels."""
+    def prompt_after_shared_prefix(self, messages: list[dict], answer_prefix: str) -> tuple[list[int], int]:
+        """The prompt's tokens and how many of them the model's state already holds (the prefix
+        shared with the previous prompt, at least one token left to evaluate); the rest of that
+        state is dropped."""
         llm = self._model()
         prompt = self._chat(messages=messages).prompt + answer_prefix
         tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
@@ -82,8 +84,18 @@ class LocalLabelScorer:
             kept += 1
         llm._ctx.kv_cache_seq_rm(-1, kept, -1)
         llm.n_tokens = kept
-        llm.eval(tokens[kept:])
-        self.calls += 1
-        # The last evaluated position's logits, wherever the context keeps outputs for other positions too.
+        return tokens, kept
+
+    def last_scores(self, label_tokens: Sequence[int]) -> np.ndarray:
+        """Log-probabilities of ``label_tokens`` at the last evaluated position, over the labels."""
+        llm = self._model()
+        # The last position's row, wherever the context keeps outputs for other positions too.
         logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
         return log_normalized(logits[list(label_tokens)].astype(float))
+
+    def scores(self, messages: list[dict], answer_prefix: str, label_tokens: Sequence[int]) -> np.ndarray:
+        """Log-probabilities of ``label_tokens`` after ``messages`` and ``answer_prefix``, over the labels."""
+        tokens, kept = self.prompt_after_shared_prefix(messages, answer_prefix)
+        self._model().eval(tokens[kept:])
+        self.calls += 1
+        return self.last_scores(label_tokens)
