@@ -9,7 +9,7 @@ it never executes code.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -38,6 +38,21 @@ def untrainable_reason(labels: Sequence[str]) -> str | None:
     return None
 
 
+def spelled_out(model: LogisticRegression) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """A fitted logistic regression's classes, coefficients and intercepts, one row per class even
+    when binary (scikit-learn keeps one row then), as C-ordered float arrays like a stored model's."""
+    coef, intercept = model.coef_, model.intercept_
+    if len(model.classes_) == 2:
+        coef, intercept = np.vstack([-coef[0] / 2, coef[0] / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
+    classes = [str(c) for c in model.classes_]
+    return classes, np.ascontiguousarray(coef, dtype=float), np.ascontiguousarray(intercept, dtype=float)
+
+
+def softmax_rows(logits: np.ndarray) -> np.ndarray:
+    odds = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return odds / odds.sum(axis=1, keepdims=True)
+
+
 @dataclass
 class LabelClassifier:
     """Fitted features and weights; ``probabilities`` gives one row per text over ``classes``."""
@@ -51,16 +66,10 @@ class LabelClassifier:
     def fit(cls, texts: Sequence[str], labels: Sequence[str]) -> "LabelClassifier":
         embedder = ClassifierFeatures.fit(texts)
         model = LogisticRegression(C=REGULARIZATION_C, max_iter=2000).fit(embedder.transform(texts), list(labels))
-        coef, intercept = model.coef_, model.intercept_
-        if len(model.classes_) == 2:  # binary LR keeps one row; spell out both classes for the softmax
-            coef, intercept = np.vstack([-coef[0] / 2, coef[0] / 2]), np.array([-intercept[0] / 2, intercept[0] / 2])
-        return cls(embedder, [str(c) for c in model.classes_], np.asarray(coef), np.asarray(intercept))
+        return cls(embedder, *spelled_out(model))
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        logits = np.asarray(self.embedder.transform(texts) @ self.coef.T) + self.intercept
-        logits -= logits.max(axis=1, keepdims=True)
-        odds = np.exp(logits)
-        return odds / odds.sum(axis=1, keepdims=True)
+        return softmax_rows(np.asarray(self.embedder.transform(texts) @ self.coef.T) + self.intercept)
 
     def to_state(self) -> dict:
         return {
@@ -102,13 +111,28 @@ def out_of_fold_probabilities(
 def _out_of_fold_probabilities(
     texts: tuple[str, ...], labels: tuple[str, ...], seed: int
 ) -> tuple[np.ndarray, tuple[str, ...]]:
+    def fit_and_predict(fit_index: np.ndarray, held_index: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        classifier = LabelClassifier.fit([texts[i] for i in fit_index], [labels[i] for i in fit_index])
+        return classifier.probabilities([texts[i] for i in held_index]), classifier.classes
+
+    probabilities, classes = stratified_out_of_fold(labels, seed, fit_and_predict)
+    return probabilities, tuple(classes)
+
+
+def stratified_out_of_fold(
+    labels: Sequence[str],
+    seed: int,
+    fit_and_predict: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, list[str]]],
+) -> tuple[np.ndarray, list[str]]:
+    """Each row's probabilities from a model fitted without it (stratified k-fold, at most
+    ``FOLDS``), columns in sorted label order. ``fit_and_predict(fit_rows, held_rows)`` fits on the
+    first rows and gives the held rows' probabilities with its class order."""
     labels = np.asarray(labels)
     classes = sorted(set(labels.tolist()))
     counts = [int((labels == label).sum()) for label in classes]
-    probabilities = np.zeros((len(texts), len(classes)))
+    probabilities = np.zeros((len(labels), len(classes)))
     folds = StratifiedKFold(n_splits=min(FOLDS, min(counts)), shuffle=True, random_state=seed)
     for fit_index, held_index in folds.split(np.zeros(len(labels)), labels):
-        classifier = LabelClassifier.fit([texts[i] for i in fit_index], labels[fit_index].tolist())
-        held = classifier.probabilities([texts[i] for i in held_index])
-        probabilities[held_index] = held[:, [classifier.classes.index(label) for label in classes]]
-    return probabilities, tuple(classes)
+        held, model_classes = fit_and_predict(fit_index, held_index)
+        probabilities[held_index] = held[:, [model_classes.index(label) for label in classes]]
+    return probabilities, classes
