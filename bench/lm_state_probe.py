@@ -12,7 +12,8 @@ Per seed (the stratified ``--train`` examples of the corpus train split, as ever
 
 - ``bias``: `calibrated` without the classifier's vote, fitted on a stratified ``--fit`` of them.
 - ``LM-state probe alone``: standardized hidden states, logistic regression; its regularization
-  chosen among ``PROBE_C`` by out-of-fold accuracy on the training examples only.
+  chosen by out-of-fold accuracy on the training examples only (the product's ``StateProbe``,
+  ``modules/state_probe.py``, which reproduces the first runs' scikit-learn pipeline).
 - ``bias + LM-state vote``: bias and probe weight fitted together on the ``--fit`` examples, with
   the probe's out-of-fold log-probabilities for them (``fit_bias_and_weight``, as for the
   classifier's vote).
@@ -33,7 +34,10 @@ iff its corpus-eval gain over ``bias`` is >= +0.02 on the mean of the seeds, no 
 with them on, as a serving path would (no output for every position); its scores differ slightly
 from the product scorer's, so every row, `bias` included, is refitted on them. Written before its
 first run: a serving path reads the state this way iff routing's vote on the 130-example probe
-still passes the rule above against its own `bias`.
+still passes the rule above against its own `bias`. It passed, and the read is now the product's
+(``CalibratedLabels.read``: the module's fixed prompt prefix evaluated alone, the rest, the last
+token), so this mode measures what ``calibrated_state`` compiles and serves. The first run
+(2026-12-07 08:08) split each prompt after its prefix shared with the previous one instead.
 
     .venv/bin/python bench/lm_state_probe.py [--module modality|routing] [--seeds 0 1 2] [--out FILE]
         [--state-read every-position|last-token] [--cache FILE.npz]
@@ -46,31 +50,31 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from cogniverse_assets.blending import stratified_pick
-from cogniverse_assets.modules.calibrated import answer_prefix, can_calibrate, fit_bias, fit_bias_and_weight, log_votes
+from cogniverse_assets.modules.calibrated import (
+    CalibratedLabels,
+    answer_prefix,
+    can_calibrate,
+    fit_bias,
+    fit_bias_and_weight,
+    log_votes,
+)
 from cogniverse_assets.modules.registry import ROUTING_MODULES, get_module
+from cogniverse_assets.modules.state_probe import StateProbe, fit_with_chosen_regularization
 from cogniverse_assets.scoring import paired_comparison
 from cogniverse_resources import stack
 from cogniverse_resources.label_scorer import LocalLabelScorer
-from cogniverse_resources.lm import LlamaCppJSONAdapter
+from cogniverse_resources.lm import LOCAL_MODEL, LlamaCppJSONAdapter
 
 sys.path.insert(0, str(Path(__file__).parent))
 from optimizers import DEFAULT_HOLDOUT, EvalSet, corpus_train_pool, eval_sets  # noqa: E402 - the sibling bench's data
-
-PROBE_C = (0.01, 0.1, 1.0)
-FOLDS = 5
 
 
 class HiddenStateScorer(LocalLabelScorer):
@@ -96,48 +100,6 @@ class HiddenStateScorer(LocalLabelScorer):
     def hidden_state(self) -> np.ndarray:
         llm = self._model()
         return np.ctypeslib.as_array(llm._ctx.get_embeddings_ith(-1), shape=(llm.n_embd(),)).astype(float).copy()
-
-
-class LastTokenStateScorer(LocalLabelScorer):
-    """The product's scorer, but the prompt's last token is evaluated alone with embeddings on, the
-    rest without: the state costs no output for every position (what a serving path would do).
-    Its scores differ slightly from the product scorer's (batches split differently)."""
-
-    def scores(self, messages: list[dict], answer_prefix: str, label_tokens: Sequence[int]) -> np.ndarray:
-        import llama_cpp
-
-        llm = self._model()
-        tokens, kept = self.prompt_after_shared_prefix(messages, answer_prefix)
-        if kept < len(tokens) - 1:
-            llm.eval(tokens[kept:-1])
-        llama_cpp.llama_set_embeddings(llm._ctx.ctx, True)
-        try:
-            llm.eval(tokens[-1:])
-            scores = self.last_scores(label_tokens)
-            self._state = np.ctypeslib.as_array(llm._ctx.get_embeddings_ith(-1), shape=(llm.n_embd(),)).copy()
-        finally:
-            llama_cpp.llama_set_embeddings(llm._ctx.ctx, False)
-        self.calls += 1
-        return scores
-
-    def hidden_state(self) -> np.ndarray:
-        return self._state.astype(float)
-
-
-def probe(c: float) -> object:
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
-
-
-def out_of_fold(states: np.ndarray, labels: np.ndarray, c: float, seed: int) -> tuple[np.ndarray, list[str]]:
-    """Out-of-fold probabilities (columns in sorted label order) of the probe over the rows."""
-    classes = sorted(set(labels))
-    probabilities = np.zeros((len(labels), len(classes)))
-    folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
-    for fit_index, held_index in folds.split(states, labels):
-        model = probe(c).fit(states[fit_index], labels[fit_index])
-        columns = [classes.index(label) for label in model.classes_]
-        probabilities[np.ix_(held_index, columns)] = model.predict_proba(states[held_index])
-    return probabilities, classes
 
 
 @dataclass
@@ -173,18 +135,35 @@ def main() -> int:
     if not can_calibrate(spec):
         raise SystemExit(f"{spec.name}: only a lone label is scored")
     model_path = stack.ensure_local_model()
-    scorer = HiddenStateScorer(model_path) if args.state_read == "every-position" else LastTokenStateScorer(model_path)
-    label_tokens = scorer.first_tokens(spec.labels)
-    adapter = LlamaCppJSONAdapter()
+    adapter = LlamaCppJSONAdapter(layout=spec.prompt_layout)
     prefix = answer_prefix(spec)
+    if args.state_read == "every-position":
+        scorer = HiddenStateScorer(model_path)
+        label_tokens = scorer.first_tokens(spec.labels)
+
+        def read(inputs: dict) -> tuple[np.ndarray, np.ndarray]:
+            scores = scorer.scores(adapter.format(spec.signature, [], inputs), prefix, label_tokens)
+            return scores, scorer.hidden_state()
+    else:
+        scorer = LocalLabelScorer(model_path)
+        label_tokens = scorer.first_tokens(spec.labels)
+        zero = dict.fromkeys(spec.labels, 0.0)
+        reader = CalibratedLabels(
+            spec, zero, dict(zip(spec.labels, label_tokens)), LOCAL_MODEL, prompt_layout=adapter.layout
+        )
+
+        def read(inputs: dict) -> tuple[np.ndarray, np.ndarray]:
+            return reader.read(scorer, inputs)
+
     timings: list[float] = []
 
     def score_all(inputs_list: list[dict]) -> tuple[np.ndarray, np.ndarray]:
         scores, states = [], []
         for inputs in inputs_list:
             started = time.perf_counter()
-            scores.append(scorer.scores(adapter.format(spec.signature, [], inputs), prefix, label_tokens))
-            states.append(scorer.hidden_state())
+            these_scores, state = read(inputs)
+            scores.append(these_scores)
+            states.append(state)
             timings.append((time.perf_counter() - started) * 1000)
         return np.array(scores), np.array(states)
 
@@ -196,7 +175,7 @@ def main() -> int:
     for inputs in pool_inputs[: args.check]:
         messages = adapter.format(spec.signature, [], inputs)
         expected = plain.scores(messages, prefix, label_tokens)
-        got = scorer.scores(messages, prefix, label_tokens)
+        got = read(inputs)[0]
         if args.state_read == "last-token":
             print(f"last-token read: scores differ from the product scorer's by {np.abs(expected - got).max():.3f}")
         elif not np.allclose(expected, got, atol=1e-3):
@@ -244,23 +223,17 @@ def main() -> int:
         record(seed, "bias", {d.name: evaluated[d.name][0] + bias for d in sets})
         for trained_on, probe_rows in (("", train), (" (probe on the fit examples)", part)):
             states = pool_states[[index_of[q] for q in probe_rows["query"]]]
-            labels = probe_rows["label"].to_numpy()
+            labels = probe_rows["label"].astype(str).tolist()
             # The probe's regularization, chosen on the rows it is trained on only.
-            out_of_fold_runs = {c: out_of_fold(states, labels, c, seed) for c in PROBE_C}
-            oof_accuracy = {
-                c: float(np.mean(np.asarray(classes)[probabilities.argmax(axis=1)] == labels))
-                for c, (probabilities, classes) in out_of_fold_runs.items()
-            }
-            c = max(PROBE_C, key=lambda value: (oof_accuracy[value], -value))
+            fitted, probabilities, oof_classes, oof_accuracy = fit_with_chosen_regularization(states, labels, seed)
+            c = fitted.regularization
             chosen = ", ".join(f"C={value}: {accuracy:.3f}" for value, accuracy in oof_accuracy.items())
-            fitted = probe(c).fit(states, labels)
 
-            def probe_votes(these: np.ndarray, model: object = fitted) -> np.ndarray:
-                return log_votes(model.predict_proba(these), list(model.classes_), spec.labels)
+            def probe_votes(these: np.ndarray, model: StateProbe = fitted) -> np.ndarray:
+                return log_votes(model.probabilities(these), model.classes, spec.labels)
 
             probe_scores = {d.name: probe_votes(evaluated[d.name][1]) for d in sets}
             record(seed, f"LM-state probe alone{trained_on}", probe_scores, chosen)
-            probabilities, oof_classes = out_of_fold_runs[c]
             position = {query: i for i, query in enumerate(probe_rows["query"])}
             votes = log_votes(probabilities[[position[q] for q in part["query"]]], oof_classes, spec.labels)
             voted_bias, weight = fit_bias_and_weight(fit_scores, votes, part["label"].tolist(), spec.labels)

@@ -3,8 +3,10 @@
 Three families: demo optimizers that choose labeled demos without LM calls (``knn``: retrieved per
 query; ``labeled``: a fixed class-balanced set; see ``modules/demos.py``); ``calibrated``, a
 per-label bias fitted on the local model's label scores of at most 50 training examples (one
-forward pass each, no search; ``modules/calibrated.py``); and DSPy's optimizers (BootstrapFewShot,
-MIPROv2, SIMBA, GEPA), which search with the LM and cost LM calls.
+forward pass each, no search; ``modules/calibrated.py``), and ``calibrated_state``, which also
+trains a probe on the local model's hidden state of at most 130 (and answers in process); and
+DSPy's optimizers (BootstrapFewShot, MIPROv2, SIMBA, GEPA), which search with the LM and cost LM
+calls.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from cogniverse_assets.modules.registry import RoutingModuleSpec
 
 DEMO_OPTIMIZERS = ("knn", "labeled")
 DSPY_OPTIMIZERS = ("bootstrap", "mipro", "simba", "gepa")
-OPTIMIZERS = DEMO_OPTIMIZERS + ("calibrated",) + DSPY_OPTIMIZERS
+CALIBRATED_OPTIMIZERS = ("calibrated", "calibrated_state")
+OPTIMIZERS = DEMO_OPTIMIZERS + CALIBRATED_OPTIMIZERS + DSPY_OPTIMIZERS
 OPTIMIZER_CLASSES = {
     "knn": "RetrievedDemos",
     "labeled": "class-medoid LabeledFewShot",
     "calibrated": "CalibratedLabels",
+    "calibrated_state": "CalibratedLabels with an LM-state probe",
     "bootstrap": "BootstrapFewShot",
     "mipro": "MIPROv2",
     "simba": "SIMBA",
@@ -120,8 +124,8 @@ def compile_module(
     started = time.monotonic()
     if optimizer in DEMO_OPTIMIZERS:
         program, parameters = _choose_demos(spec, optimizer, train)
-    elif optimizer == "calibrated":
-        program, parameters, scored = _calibrate(spec, train, student_lm, adapter, seed)
+    elif optimizer in CALIBRATED_OPTIMIZERS:
+        program, parameters, scored = _calibrate(spec, optimizer, train, student_lm, adapter, seed)
         counter.calls += scored
     else:
         trainset = to_examples(spec, train)
@@ -148,20 +152,25 @@ def _choose_demos(spec: RoutingModuleSpec, optimizer: str, train: pd.DataFrame) 
 
 
 def _calibrate(
-    spec: RoutingModuleSpec, train: pd.DataFrame, student_lm: dspy.LM, adapter: dspy.Adapter, seed: int
+    spec: RoutingModuleSpec, optimizer: str, train: pd.DataFrame, student_lm: dspy.LM, adapter: dspy.Adapter, seed: int
 ) -> tuple[dspy.Module, dict, int]:
     """Fit the label bias on the local model's scores; the forward passes count as LM calls."""
     from cogniverse_resources import stack
-    from cogniverse_resources.label_scorer import LocalLabelScorer
+    from cogniverse_resources.label_scorer import LocalLabelScorer, shared_scorer
     from cogniverse_resources.lm import LOCAL_MODEL
 
     if not can_calibrate(spec):
-        raise ValueError(f"calibrated: {spec.name} writes more than its label; use another optimizer")
+        raise ValueError(f"{optimizer}: {spec.name} writes more than its label; use another optimizer")
     if student_lm.model != LOCAL_MODEL:
-        raise ValueError(f"calibrated: fits label token ids of the local model only, the student is {student_lm.model}")
-    scorer = LocalLabelScorer(stack.local_model_path())
-    program, parameters = CalibratedLabels.compile(spec, train, scorer, adapter, LOCAL_MODEL, seed=seed)
-    return program, parameters, scorer.calls
+        raise ValueError(
+            f"{optimizer}: fits label token ids of the local model only, the student is {student_lm.model}"
+        )
+    read_state = optimizer == "calibrated_state"
+    # The state read is the one a served module makes, so compile shares the process's loaded model.
+    scorer = shared_scorer(stack.local_model_path()) if read_state else LocalLabelScorer(stack.local_model_path())
+    calls_before = scorer.calls
+    program, parameters = CalibratedLabels.compile(spec, train, scorer, adapter, LOCAL_MODEL, seed, read_state)
+    return program, parameters, scorer.calls - calls_before
 
 
 # Below this many iterations MIPROv2 and SIMBA run small — a few dozen LM calls on a dozen examples,

@@ -11,8 +11,9 @@ fewer than ``MIN_VALIDATION_EXAMPLES`` (annotated) validation examples to grade 
 deployed module already at ``SKIP_ACCURACY`` on validation → skip; otherwise expected gains are the
 measured means of ``bench/optimizers.py`` and ``bench/label_calibration.py`` (``prior_gain``,
 docs/benchmarks.md) and costs follow ``expected_lm_calls``. ``preferred_optimizer`` overrides the
-choice but not the budget. ``calibrated`` is weighed only for a module that writes a lone label,
-with that module's measured gain, and only when the student is the local model (``LaneContext``).
+choice but not the budget. ``calibrated`` and ``calibrated_state`` are weighed only for a module
+with a measured gain for them (``CALIBRATED_PRIOR_GAIN``), only when the student is the local model
+(``LaneContext``), and ``calibrated_state`` only above its probe's data floor.
 
 Meta-model: two XGBoost regressors over (features, optimizer) trained on the history of plans and
 their measured outcomes across all tenants — validation gain, and log LM calls. They replace the
@@ -33,8 +34,9 @@ import numpy as np
 import pandas as pd
 
 from cogniverse_assets.blending import MIN_VALIDATION_EXAMPLES
-from cogniverse_assets.modules.calibrated import FIT_EXAMPLES, MIN_FIT_EXAMPLES
-from cogniverse_assets.optimizers import DEMO_OPTIMIZERS, OPTIMIZERS, SIMBA_BATCH_SIZE
+from cogniverse_assets.modules.calibrated import FIT_EXAMPLES, MIN_FIT_EXAMPLES, STATE_PROBE_EXAMPLES
+from cogniverse_assets.modules.label_classifier import MIN_LABELED
+from cogniverse_assets.optimizers import CALIBRATED_OPTIMIZERS, DEMO_OPTIMIZERS, OPTIMIZERS, SIMBA_BATCH_SIZE
 from cogniverse_resources.tenant import RoutingConfig
 
 MIN_TRAIN_EXAMPLES = 8
@@ -56,7 +58,13 @@ PRIOR_GAIN = {"knn": -0.113, "labeled": 0.015, "bootstrap": 0.042, "mipro": 0.03
 # calibrated, per module (bench/optimizers.py, served, fitted on 50 examples, 3 seeds): routing
 # the mean corpus gain with the classifier's vote; modality, like knn, its mean external-holdout
 # gain, because the bias fits the tenant's label mix and costs accuracy under shift (seed 2: -0.085).
-CALIBRATED_PRIOR_GAIN = {"routing": 0.205, "modality": -0.023}
+# calibrated_state, routing only (the registry's ``calibration_reads_state``): the mean corpus gain
+# of its label scores + bias + LM-state vote, read as served (bench/lm_state_probe.py
+# --state-read last-token, 3 seeds).
+CALIBRATED_PRIOR_GAIN = {
+    "calibrated": {"routing": 0.205, "modality": -0.023},
+    "calibrated_state": {"routing": 0.238},
+}
 
 FEATURE_NAMES = [
     "real_count",
@@ -150,23 +158,32 @@ class LaneContext:
     module: str | None = None
     local_student: bool = True
 
-    @property
-    def can_calibrate(self) -> bool:
-        return self.local_student and self.module in CALIBRATED_PRIOR_GAIN
+    def can_calibrate(self, optimizer: str = "calibrated") -> bool:
+        return self.local_student and self.module in CALIBRATED_PRIOR_GAIN[optimizer]
 
 
 def prior_gain(optimizer: str, lane: LaneContext) -> float:
-    return CALIBRATED_PRIOR_GAIN[lane.module] if optimizer == "calibrated" else PRIOR_GAIN[optimizer]
+    return (
+        CALIBRATED_PRIOR_GAIN[optimizer][lane.module] if optimizer in CALIBRATED_OPTIMIZERS else PRIOR_GAIN[optimizer]
+    )
+
+
+def _calibration_floor(optimizer: str) -> int:
+    return MIN_LABELED if optimizer == "calibrated_state" else MIN_FIT_EXAMPLES
+
+
+def _calibration_feasible(optimizer: str, train_count: float, lane: LaneContext) -> bool:
+    return lane.can_calibrate(optimizer) and train_count >= _calibration_floor(optimizer)
 
 
 def feasible_optimizers(features: dict[str, float], lane: LaneContext = LaneContext()) -> list[str]:
-    """SIMBA needs a full batch; ``calibrated`` enough examples to fit on, a module that writes a
-    lone label and the local model."""
+    """SIMBA needs a full batch; ``calibrated`` and ``calibrated_state`` enough examples to fit on,
+    a module they were measured on and the local model."""
     return [
         name
         for name in OPTIMIZERS
         if (name != "simba" or features["train_count"] >= SIMBA_BATCH_SIZE)
-        and (name != "calibrated" or (lane.can_calibrate and features["train_count"] >= MIN_FIT_EXAMPLES))
+        and (name not in CALIBRATED_OPTIMIZERS or _calibration_feasible(name, features["train_count"], lane))
     ]
 
 
@@ -177,6 +194,8 @@ def expected_lm_calls(optimizer: str, train_count: float, max_iterations: int) -
         return 0.0
     if optimizer == "calibrated":
         return min(n, FIT_EXAMPLES)  # one forward pass per fit example
+    if optimizer == "calibrated_state":
+        return min(n, STATE_PROBE_EXAMPLES)  # one forward pass per example the probe is trained on
     if optimizer == "bootstrap":
         return min(n, 12.0)  # stops after 4 bootstrapped demos; 6–12 calls measured
     if optimizer == "mipro":
@@ -253,9 +272,9 @@ def _preferred_plan(features: dict[str, float], config: RoutingConfig, lane: Lan
     n = int(features["train_count"])
     if optimizer not in feasible_optimizers(features, lane):
         reason = (
-            f"preferred calibrated needs a module that writes a lone label ({', '.join(CALIBRATED_PRIOR_GAIN)}) "
-            "and the local model as student"
-            if optimizer == "calibrated"
+            f"preferred {optimizer} needs one of the modules {', '.join(CALIBRATED_PRIOR_GAIN[optimizer])}, the "
+            f"local model as student and >= {_calibration_floor(optimizer)} training examples, have {n}"
+            if optimizer in CALIBRATED_OPTIMIZERS
             else f"preferred {optimizer} needs >= {SIMBA_BATCH_SIZE} training examples, have {n}"
         )
         return Plan("skip", None, "preferred_optimizer", [reason], features)

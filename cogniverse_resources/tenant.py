@@ -17,7 +17,9 @@ from cogniverse_resources.redaction import has_userinfo
 
 TENANT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
-OptimizerPreference = Literal["auto", "knn", "labeled", "calibrated", "bootstrap", "mipro", "simba", "gepa"]
+OptimizerPreference = Literal[
+    "auto", "knn", "labeled", "calibrated", "calibrated_state", "bootstrap", "mipro", "simba", "gepa"
+]
 
 
 class InvalidTenantId(ValueError):

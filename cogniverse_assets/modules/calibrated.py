@@ -16,6 +16,16 @@ same examples, using the classifier's out-of-fold probabilities for them so the 
 how it does on queries it has not seen. Below the classifier's data floor the bias is served alone
 and the parameters say why.
 
+``calibrated_state`` (where the registry says so: routing) replaces the classifier's vote by a
+linear probe on the local LM's own hidden state at the scored position (``state_probe.py``),
+trained on up to ``STATE_PROBE_EXAMPLES`` gold-labeled training examples (one pass each, the label
+scores read in the same pass), with bias and weight fitted as above on the probe's out-of-fold
+probabilities for the ``FIT_EXAMPLES``. The stack's server returns no hidden state, so such a module
+answers in process: one pass of the local model (``shared_scorer``, loaded once per process), the
+argmax of ``scores + bias + weight * log p_probe``, no generation. Below the probe's data floor (the
+classifier's: 50 gold examples, 5 per label, every label) it is compiled as ``calibrated`` and its
+parameters say why.
+
 Only modules whose one output field is the label can be calibrated this way (modality, routing):
 cross_modal writes ``needs_fusion`` before its label. The token ids belong to the local model's
 tokenizer; the state records the model, and ``forward`` refuses another one rather than shift
@@ -34,13 +44,16 @@ import pandas as pd
 from cogniverse_assets.blending import stratified_pick
 from cogniverse_assets.modules.demos import gold_frame, gold_rows
 from cogniverse_assets.modules.label_classifier import LabelClassifier, out_of_fold_probabilities, untrainable_reason
+from cogniverse_assets.modules.state_probe import StateProbe, fit_with_chosen_regularization
 from cogniverse_assets.modules.text_features import feature_text
-from cogniverse_resources.label_scorer import LocalLabelScorer, log_normalized
+from cogniverse_resources.label_scorer import LocalLabelScorer, log_normalized, shared_scorer
+from cogniverse_resources.lm import LlamaCppJSONAdapter, checked_layout
 
 if TYPE_CHECKING:  # the registry loads these programs, so it cannot be imported here at run time
     from cogniverse_assets.modules.registry import RoutingModuleSpec
 
 FIT_EXAMPLES = 50
+STATE_PROBE_EXAMPLES = 130
 MIN_FIT_EXAMPLES = 10
 FIT_STEPS = 2000
 # Keeps log p finite where the classifier gives a label no chance.
@@ -49,6 +62,14 @@ PROBABILITY_FLOOR = 1e-9
 
 def can_calibrate(spec: RoutingModuleSpec) -> bool:
     return list(spec.signature.output_fields) == [spec.label_field]
+
+
+def state_probe_unavailable(spec: RoutingModuleSpec, labels: list[str]) -> str | None:
+    """Why a state probe cannot be trained on these gold labels, or None when it can."""
+    if not spec.calibration_reads_state:
+        return f"{spec.name}'s registry entry does not read the LM's state"
+    missing = sorted(set(spec.labels) - set(labels))
+    return untrainable_reason(labels) or (f"no examples of {', '.join(missing)}" if missing else None)
 
 
 def answer_prefix(spec: RoutingModuleSpec) -> str:
@@ -105,6 +126,9 @@ class CalibratedLabels(dspy.Module):
         model: str,
         classifier: LabelClassifier | None = None,
         classifier_weight: float = 0.0,
+        state_probe: StateProbe | None = None,
+        state_weight: float = 0.0,
+        prompt_layout: str = "reminder_last",
     ):
         super().__init__()
         if not can_calibrate(spec):
@@ -120,6 +144,17 @@ class CalibratedLabels(dspy.Module):
             raise ValueError(f"{spec.name}: the classifier knows {classifier.classes}, the module {list(spec.labels)}")
         self.classifier = classifier
         self.classifier_weight = float(classifier_weight) if classifier is not None else 0.0
+        if state_probe is not None and set(state_probe.classes) != set(spec.labels):
+            raise ValueError(
+                f"{spec.name}: the state probe knows {state_probe.classes}, the module {list(spec.labels)}"
+            )
+        if state_probe is not None and classifier is not None:
+            raise ValueError(f"{spec.name}: one vote beside the bias, the classifier's or the LM state's")
+        self.state_probe = state_probe
+        self.state_weight = float(state_weight) if state_probe is not None else 0.0
+        # The prompt the state was read from; an in-process answer formats its query the same way.
+        self.prompt_layout = checked_layout(prompt_layout)
+        self._fixed_prefix: int | None = None
 
     @classmethod
     def compile(
@@ -130,12 +165,17 @@ class CalibratedLabels(dspy.Module):
         adapter: dspy.Adapter,
         model: str,
         seed: int = 0,
+        read_state: bool = False,
     ) -> tuple["CalibratedLabels", dict]:
+        """``calibrated`` (``read_state`` False) or ``calibrated_state``, fitted on ``train``'s gold rows."""
         gold = gold_frame(train)
         if len(gold) < MIN_FIT_EXAMPLES:
             raise ValueError(
                 f"{spec.name}: {len(gold)} gold-labeled training examples < {MIN_FIT_EXAMPLES} to fit a bias on"
             )
+        state_note = state_probe_unavailable(spec, [str(label) for label in gold["label"]])
+        if read_state and state_note is None:
+            return cls._compile_with_state(spec, gold, scorer, adapter, model, seed)
         fit_frame = stratified_pick(gold, FIT_EXAMPLES, seed=seed)
         rows = gold_rows(spec, fit_frame)
         tokens = scorer.first_tokens(spec.labels)
@@ -164,10 +204,86 @@ class CalibratedLabels(dspy.Module):
             "classifier_weight": round(weight, 4),
             "classifier": classifier_note,
         }
+        if read_state:
+            parameters["state_probe"] = f"off: {state_note}"
         return program, parameters
 
+    @classmethod
+    def _compile_with_state(
+        cls,
+        spec: RoutingModuleSpec,
+        gold: pd.DataFrame,
+        scorer: LocalLabelScorer,
+        adapter: dspy.Adapter,
+        model: str,
+        seed: int,
+    ) -> tuple["CalibratedLabels", dict]:
+        probe_frame = stratified_pick(gold, STATE_PROBE_EXAMPLES, seed=seed)
+        fit_frame = stratified_pick(probe_frame, FIT_EXAMPLES, seed=seed)
+        layout = getattr(adapter, "layout", "reminder_last")
+        tokens = scorer.first_tokens(spec.labels)
+        program = cls(
+            spec, dict.fromkeys(spec.labels, 0.0), dict(zip(spec.labels, tokens)), model, prompt_layout=layout
+        )
+        read = [program.read(scorer, row["inputs"]) for row in gold_rows(spec, probe_frame)]
+        scores, states = np.array([pair[0] for pair in read]), np.array([pair[1] for pair in read])
+        probe_labels = [str(label) for label in probe_frame["label"]]
+        probe, probabilities, classes, oof_accuracy = fit_with_chosen_regularization(states, probe_labels, seed)
+        at_fit_rows = probe_frame.index.get_indexer(fit_frame.index)
+        labels = [str(label) for label in fit_frame["label"]]
+        vote = log_votes(probabilities[at_fit_rows], classes, spec.labels)
+        bias, weight = fit_bias_and_weight(scores[at_fit_rows], vote, labels, spec.labels)
+        program.bias = dict(zip(spec.labels, (float(value) for value in bias)))
+        program.state_probe, program.state_weight = probe, weight
+        gold_index = [spec.labels.index(label) for label in labels]
+        before = scores[at_fit_rows].argmax(axis=1) == gold_index
+        after = (scores[at_fit_rows] + bias + weight * vote).argmax(axis=1) == gold_index
+        parameters = {
+            "fitted_on": len(fit_frame),
+            "probe_trained_on": len(probe_frame),
+            "fit_accuracy_before": round(float(before.mean()), 4),
+            "fit_accuracy_after": round(float(after.mean()), 4),
+            "bias": {label: round(float(value), 4) for label, value in zip(spec.labels, bias)},
+            "state_weight": round(weight, 4),
+            "state_probe": (
+                f"on: C={probe.regularization} by out-of-fold accuracy on its {len(probe_frame)} rows "
+                + ", ".join(f"C={c}: {accuracy:.3f}" for c, accuracy in oof_accuracy.items())
+            ),
+        }
+        return program, parameters
+
+    def read(self, scorer: LocalLabelScorer, inputs: Mapping[str, object]) -> tuple[np.ndarray, np.ndarray]:
+        """This query's label scores and LM state, read as this module is served."""
+        adapter = LlamaCppJSONAdapter(layout=self.prompt_layout)
+        if self._fixed_prefix is None:
+            tokens = scorer.first_tokens(self.spec.labels)
+            if tokens != [self.label_tokens[label] for label in self.spec.labels]:
+                raise ValueError(
+                    f"{self.spec.name} was calibrated for {self.model}; {scorer.model_path} has other tokens"
+                )
+            sentinels = [{"query": "alpha", "entities": ["one"]}, {"query": "omega", "entities": ["two"]}]
+            prompts = [adapter.format(self.spec.signature, [], self.spec.inputs(row)) for row in sentinels]
+            self._fixed_prefix = scorer.fixed_prefix_length(prompts)
+        messages = adapter.format(self.spec.signature, [], dict(inputs))
+        tokens = [self.label_tokens[label] for label in self.spec.labels]
+        return scorer.scores_and_state(messages, answer_prefix(self.spec), tokens, self._fixed_prefix)
+
+    def state_shift(self, state: np.ndarray) -> np.ndarray:
+        """bias + weight * log p_probe(label | state), in ``spec.labels`` order."""
+        vote = log_votes(self.state_probe.probabilities(state), self.state_probe.classes, self.spec.labels)[0]
+        return np.array([self.bias[label] for label in self.spec.labels]) + self.state_weight * vote
+
+    def answer_in_process(self, inputs: Mapping[str, object]) -> dspy.Prediction:
+        from cogniverse_resources import stack
+
+        scores, state = self.read(shared_scorer(stack.local_model_path()), inputs)
+        label = self.spec.labels[int(np.argmax(scores + self.state_shift(state)))]
+        return dspy.Prediction(**self.spec.outputs_for(label))
+
     def shift(self, inputs: Mapping[str, object]) -> np.ndarray:
-        """The per-label shift this query's answer gets, in ``spec.labels`` order."""
+        """The per-label shift this query's answer gets on the server, in ``spec.labels`` order."""
+        if self.state_probe is not None:
+            raise ValueError(f"{self.spec.name}: its shift needs the LM's state, read in process (answer_in_process)")
         bias = np.array([self.bias[label] for label in self.spec.labels])
         if self.classifier is None:
             return bias
@@ -179,6 +295,8 @@ class CalibratedLabels(dspy.Module):
         return {str(self.label_tokens[label]): round(float(value), 4) for label, value in zip(self.spec.labels, shift)}
 
     def forward(self, **inputs):
+        if self.state_probe is not None:
+            return self.answer_in_process(inputs)
         lm = dspy.settings.lm
         if lm is not None and getattr(lm, "model", self.model) != self.model:
             raise ValueError(
@@ -194,6 +312,9 @@ class CalibratedLabels(dspy.Module):
             "model": self.model,
             "classifier": self.classifier.to_state() if self.classifier is not None else None,
             "classifier_weight": self.classifier_weight,
+            "state_probe": self.state_probe.to_state() if self.state_probe is not None else None,
+            "state_weight": self.state_weight,
+            "prompt_layout": self.prompt_layout,
         }
         return state
 
@@ -201,6 +322,7 @@ class CalibratedLabels(dspy.Module):
     def from_state(cls, spec: RoutingModuleSpec, state: Mapping) -> "CalibratedLabels":
         calibration = state["calibration"]
         stored_classifier = calibration.get("classifier")  # absent in versions stored before it voted
+        stored_probe = calibration.get("state_probe")  # absent in versions stored before the state voted
         program = cls(
             spec,
             calibration["bias"],
@@ -208,6 +330,9 @@ class CalibratedLabels(dspy.Module):
             str(calibration["model"]),
             LabelClassifier.from_state(stored_classifier) if stored_classifier else None,
             float(calibration.get("classifier_weight") or 0.0),
+            StateProbe.from_state(stored_probe) if stored_probe else None,
+            float(calibration.get("state_weight") or 0.0),
+            str(calibration.get("prompt_layout") or "reminder_last"),
         )
         program.predict.load_state(state["predict"])
         return program

@@ -40,6 +40,11 @@ class RoutingModuleSpec:
     # vote in `calibrated`"): routing gains over the bias alone; modality loses on two of three seeds
     # and on the external holdout.
     calibration_adds_classifier: bool = False
+    # Whether the optimizer ``calibrated_state`` may train a probe on the LM's hidden state. Decided
+    # per module by a rule written before measuring (docs/benchmarks.md "The LM's own hidden state as
+    # a vote beside the bias"): routing gains over today's vote; modality loses on the external
+    # holdout on every seed.
+    calibration_reads_state: bool = False
     # Where the local adapter puts DSPy's reminder of the output fields (``LlamaCppJSONAdapter``).
     # Decided per module by a rule written before a confirmatory run on queries the choice was not
     # made on (docs/benchmarks.md "Prompt layout"): cross_modal puts it first; modality's calls got
@@ -161,6 +166,7 @@ ROUTING_MODULES: dict[str, RoutingModuleSpec] = {
                 "detailed_report_agent": (),
             },
             calibration_adds_classifier=True,
+            calibration_reads_state=True,
         ),
     )
 }

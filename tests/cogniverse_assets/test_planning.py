@@ -110,10 +110,24 @@ def test_calibrated_is_weighed_per_module_with_its_measured_gain():
         assert "calibrated" not in rules_plan(_features(train_count=130), CONFIG, lane).predictions
     preferred = RoutingConfig(tenant_id="t", preferred_optimizer="calibrated")
     refused = rules_plan(_features(train_count=130), preferred, LaneContext("cross_modal"))
-    assert refused.decision == "skip" and "lone label" in refused.reasons[0]
+    assert refused.decision == "skip" and "needs one of the modules" in refused.reasons[0]
     assert rules_plan(_features(train_count=130), preferred, LaneContext("modality")).optimizer == "calibrated"
     tight = RoutingConfig(tenant_id="t", max_optimization_lm_calls=30)
     assert rules_plan(_features(train_count=130), tight, LaneContext("routing")).optimizer != "calibrated"
+
+
+def test_the_lm_state_probe_is_chosen_only_where_measured_and_when_the_budget_pays_for_its_passes():
+    default = rules_plan(_features(train_count=130), CONFIG, LaneContext("routing"))
+    weighed = default.predictions["calibrated_state"]
+    assert weighed["lm_calls"] == 130 and not weighed["within_budget"] and default.optimizer == "calibrated"
+    roomy = RoutingConfig(tenant_id="t", max_optimization_lm_calls=150, max_optimization_seconds=400)
+    assert rules_plan(_features(train_count=130), roomy, LaneContext("routing")).optimizer == "calibrated_state"
+    # modality was rejected by its rule; below the probe's data floor it is not weighed at all
+    assert "calibrated_state" not in rules_plan(_features(train_count=130), roomy, LaneContext("modality")).predictions
+    assert "calibrated_state" not in rules_plan(_features(train_count=40), roomy, LaneContext("routing")).predictions
+    preferred = RoutingConfig(tenant_id="t", preferred_optimizer="calibrated_state")
+    over = rules_plan(_features(train_count=130), preferred, LaneContext("routing"))
+    assert over.decision == "skip" and "raise max_optimization_lm_calls" in over.reasons[0]
 
 
 def _history(gains: dict[str, float], calls: dict[str, int], n: int = 80, seed: int = 0) -> pd.DataFrame:

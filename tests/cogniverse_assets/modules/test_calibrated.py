@@ -16,10 +16,12 @@ from cogniverse_assets.modules.calibrated import (
     classifier_and_fit_votes,
     fit_bias,
     fit_bias_and_weight,
+    state_probe_unavailable,
 )
 from cogniverse_assets.modules.demos import gold_frame
 from cogniverse_assets.modules.label_classifier import MIN_LABELED
 from cogniverse_assets.modules.registry import get_module
+from cogniverse_assets.modules.state_probe import StateProbe
 from cogniverse_assets.optimizers import compile_module
 from cogniverse_resources import stack
 from cogniverse_resources.label_scorer import LocalLabelScorer, log_normalized
@@ -95,6 +97,35 @@ def test_a_calibrated_module_with_the_classifier_reloads_its_exact_shift():
     assert len({json.dumps(program.logit_bias(row)) for row in queries}) > 1
 
 
+def test_a_calibrated_module_with_a_state_probe_reloads_its_exact_shift():
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(60, 16))
+    labels = [ROUTING.labels[i % len(ROUTING.labels)] for i in range(60)]
+    tokens = {label: index for index, label in enumerate(ROUTING.labels)}
+    bias = dict(zip(ROUTING.labels, np.linspace(-1, 1, len(ROUTING.labels))))
+    probe = StateProbe.fit(states, labels, regularization=0.1)
+    program = CalibratedLabels(
+        ROUTING, bias, tokens, LOCAL_MODEL, state_probe=probe, state_weight=0.7, prompt_layout="reminder_first"
+    )
+    restored = ROUTING.load_program({"state": json.loads(json.dumps(program.dump_state()))})
+    assert restored.prompt_layout == "reminder_first" and restored.state_weight == 0.7
+    assert all(np.array_equal(restored.state_shift(state), program.state_shift(state)) for state in states)
+    with pytest.raises(ValueError, match="one vote"):
+        CalibratedLabels(ROUTING, bias, tokens, LOCAL_MODEL, program_classifier(), 1.0, probe, 0.7)
+
+
+def program_classifier():
+    train = gold_frame(_train(ROUTING))
+    return classifier_and_fit_votes(ROUTING, train, train.index[:1], seed=0)[0]
+
+
+def test_the_state_probe_is_trained_only_where_the_registry_says_and_above_its_data_floor():
+    enough = [str(label) for label in gold_frame(_train(ROUTING))["label"]]
+    assert state_probe_unavailable(ROUTING, enough) is None
+    assert f"< {MIN_LABELED}" in state_probe_unavailable(ROUTING, enough[: MIN_LABELED - 1])
+    assert "does not read" in state_probe_unavailable(get_module("modality"), enough)
+
+
 def test_only_a_module_that_writes_a_lone_label_is_calibrated():
     assert can_calibrate(ROUTING) and can_calibrate(get_module("modality"))
     cross_modal = get_module("cross_modal")
@@ -151,3 +182,35 @@ def test_calibrated_routing_beats_the_unoptimized_module_and_reloads_exactly(loc
     assert agreement >= 0.9, agreement
     accuracy = {"unoptimized": np.mean(scores.argmax(axis=1) == gold), "calibrated": np.mean(shifted == gold)}
     assert accuracy["calibrated"] > accuracy["unoptimized"], accuracy
+
+
+@pytest.mark.lm
+def test_routing_with_the_lm_state_vote_beats_the_unoptimized_module_and_answers_the_same_in_any_order(local_lm):
+    """Compiled on 60 gold examples (the probe's data floor is 50): answered in process, the reloaded
+    module gives the compiled one's answers even in the reverse order of queries (each prompt is
+    split into the same batches whatever came before). Better: on all 130 corpus eval queries, the
+    argmax of the shifted scores against the argmax of the same pass's unshifted ones."""
+    resource = LanguageModelResource()
+    lm, adapter = resource.student(), resource.adapter(ROUTING.prompt_layout)
+    result = compile_module(ROUTING, "calibrated_state", _train(ROUTING, 60), lm, lm, adapter)
+    program = result.program
+    assert result.lm_calls == result.parameters["probe_trained_on"] == 60
+    assert result.parameters["state_probe"].startswith("on") and program.state_weight > 0
+    restored = ROUTING.load_program({"state": json.loads(json.dumps(program.dump_state()))})
+    inputs = [ROUTING.inputs(row) for row in load_queries("eval")]
+    with dspy.context(lm=dspy.LM("openai/not-called")):  # answered in process: no LM call is made
+        forward = [ROUTING.label_of(program(**row)) for row in inputs[:20]]
+        backward = [ROUTING.label_of(restored(**row)) for row in reversed(inputs[:20])]
+    assert backward[::-1] == forward
+
+    scorer = LocalLabelScorer(stack.local_model_path())
+    read = [program.read(scorer, row) for row in inputs]
+    scores = np.array([pair[0] for pair in read])
+    shifted = np.array([scores[i] + program.state_shift(state) for i, (_, state) in enumerate(read)])
+    assert [ROUTING.labels[i] for i in shifted[:20].argmax(axis=1)] == forward  # a fresh model file reads the same
+    gold = np.array([ROUTING.labels.index(row["agent"]) for row in load_queries("eval")])
+    accuracy = {
+        "unoptimized": np.mean(scores.argmax(axis=1) == gold),
+        "with state": np.mean(shifted.argmax(axis=1) == gold),
+    }
+    assert accuracy["with state"] > accuracy["unoptimized"], accuracy
