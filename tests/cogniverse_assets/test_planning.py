@@ -120,7 +120,7 @@ def test_the_lm_state_probe_is_chosen_only_where_measured_and_when_the_budget_pa
     default = rules_plan(_features(train_count=130), CONFIG, LaneContext("routing"))
     weighed = default.predictions["calibrated_state"]
     assert weighed["lm_calls"] == 130 and not weighed["within_budget"] and default.optimizer == "calibrated"
-    roomy = RoutingConfig(tenant_id="t", max_optimization_lm_calls=150, max_optimization_seconds=400)
+    roomy = RoutingConfig(tenant_id="t", max_optimization_lm_calls=150)
     assert rules_plan(_features(train_count=130), roomy, LaneContext("routing")).optimizer == "calibrated_state"
     # modality was rejected by its rule; below the probe's data floor it is not weighed at all
     assert "calibrated_state" not in rules_plan(_features(train_count=130), roomy, LaneContext("modality")).predictions

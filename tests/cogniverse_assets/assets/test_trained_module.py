@@ -86,12 +86,12 @@ def test_modality_lane_trains_and_stores_a_loadable_module(tenant_env, local_lm)
     assert plan["training_fingerprint"] == payload["plan"]["training_fingerprint"]
 
 
-def _default_lane_with_evaluation(tenant_env, module: str, seed: int):
-    """150 fully annotated spans of ``module``, then its lane and evaluation under the default plan:
-    (plan, trained_module materialization, evaluation record)."""
+def _default_lane_with_evaluation(tenant_env, module: str, seed: int, name: str = "default", **settings):
+    """150 fully annotated spans of ``module``, then its lane and evaluation under the default plan
+    (or the plan ``settings`` lead to): (plan, trained_module materialization, evaluation record)."""
     from cogniverse_assets.assets.evaluation import evaluation_assets, read_evaluation
 
-    tenant = tenant_env.add(f"default-{module}", use_synthetic_data=False)
+    tenant = tenant_env.add(f"{name}-{module}", use_synthetic_data=False, **settings)
     emit_traffic(
         tenant_env.phoenix, tenant, n=150, feedback_rate=1.0, accuracy=0.75, seed=seed, progress=False, modules=[module]
     )
@@ -134,6 +134,23 @@ def test_the_routing_lane_default_plan_beats_the_unoptimized_module_on_held_out_
     plan, (trained,), evaluation = _default_lane_with_evaluation(tenant_env, "routing", seed=25)
     assert (plan["decision"], plan["optimizer"]) == ("train", "calibrated"), plan["reasons"]
     assert 0 < trained.metadata["lm_calls"].value <= 50
+    assert evaluation.deployed_version == "unoptimized" and evaluation.validation_size >= 30
+    assert evaluation.candidate["accuracy"] > evaluation.deployed["accuracy"], evaluation.figures
+
+
+@pytest.mark.lm
+def test_a_routing_lane_with_the_budget_for_the_lm_state_probe_answers_in_process_and_beats_unoptimized(
+    tenant_env, local_lm
+):
+    """A tenant whose budget pays for a scored pass of every training example gets
+    ``calibrated_state``: compiled in the lane's run, evaluated there in process against the
+    unoptimized module (through the LM server) on the held-out validation split of gold labels."""
+    plan, (trained,), evaluation = _default_lane_with_evaluation(
+        tenant_env, "routing", seed=26, name="state", max_optimization_lm_calls=150
+    )
+    assert (plan["decision"], plan["optimizer"]) == ("train", "calibrated_state"), plan["reasons"]
+    assert 50 <= trained.metadata["lm_calls"].value <= 130
+    assert trained.metadata["parameters"].value["state_probe"].startswith("on"), trained.metadata["parameters"]
     assert evaluation.deployed_version == "unoptimized" and evaluation.validation_size >= 30
     assert evaluation.candidate["accuracy"] > evaluation.deployed["accuracy"], evaluation.figures
 
