@@ -24,10 +24,10 @@ at compile, at evaluation and in serving, in any order of queries.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,13 @@ class LocalLabelScorer:
                 bos_token="",
             )
         return self._llm
+
+    def close(self) -> None:
+        """Free the model now (it is loaded again on next use)."""
+        with self.lock:
+            if self._llm is not None:
+                self._llm.close()
+                self._llm, self._chat, self._unit_prefix = None, None, []
 
     def first_tokens(self, labels: Sequence[str]) -> list[int]:
         """Each label's first token id; ``ValueError`` when two labels share one (a bias on it would
@@ -169,7 +176,23 @@ class LocalLabelScorer:
             return scores, state
 
 
-@lru_cache(maxsize=2)
+_shared_scorers: dict[Path, LocalLabelScorer] = {}
+_shared_scorers_lock = threading.Lock()
+
+
 def shared_scorer(model_path: Path) -> LocalLabelScorer:
     """One scorer per model file and process: modules that answer in process share its loaded model."""
-    return LocalLabelScorer(model_path)
+    with _shared_scorers_lock:
+        if Path(model_path) not in _shared_scorers:
+            _shared_scorers[Path(model_path)] = LocalLabelScorer(model_path)
+        return _shared_scorers[Path(model_path)]
+
+
+@atexit.register
+def _close_shared_scorers() -> None:
+    # Freed before the interpreter tears llama_cpp's module down: a model freed after that fails
+    # noisily in Llama.__del__ at exit.
+    with _shared_scorers_lock:
+        for scorer in _shared_scorers.values():
+            scorer.close()
+        _shared_scorers.clear()
