@@ -98,8 +98,7 @@ class HiddenStateScorer(LocalLabelScorer):
         return self._llm
 
     def hidden_state(self) -> np.ndarray:
-        llm = self._model()
-        return np.ctypeslib.as_array(llm._ctx.get_embeddings_ith(-1), shape=(llm.n_embd(),)).astype(float).copy()
+        return self.last_state()
 
 
 @dataclass

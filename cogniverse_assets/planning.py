@@ -160,7 +160,7 @@ class LaneContext:
     module: str | None = None
     local_student: bool = True
 
-    def can_calibrate(self, optimizer: str = "calibrated") -> bool:
+    def can_calibrate(self, optimizer: str) -> bool:
         return self.local_student and self.module in CALIBRATED_PRIOR_GAIN[optimizer]
 
 

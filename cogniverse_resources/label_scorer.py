@@ -135,6 +135,12 @@ class LocalLabelScorer:
         logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
         return log_normalized(logits[list(label_tokens)].astype(float))
 
+    def last_state(self) -> np.ndarray:
+        """The last layer's hidden state at the last evaluated position (a copy); the context must
+        have had its embeddings on for that position."""
+        llm = self._model()
+        return np.ctypeslib.as_array(llm._ctx.get_embeddings_ith(-1), shape=(llm.n_embd(),)).astype(float)
+
     def scores(self, messages: list[dict], answer_prefix: str, label_tokens: Sequence[int]) -> np.ndarray:
         """Log-probabilities of ``label_tokens`` after ``messages`` and ``answer_prefix``, over the labels."""
         with self.lock:
@@ -167,9 +173,7 @@ class LocalLabelScorer:
             llama_cpp.llama_set_embeddings(llm._ctx.ctx, True)
             try:
                 llm.eval(tokens[-1:])
-                scores = self.last_scores(label_tokens)
-                state = np.ctypeslib.as_array(llm._ctx.get_embeddings_ith(-1), shape=(llm.n_embd(),))
-                state = state.astype(float)
+                scores, state = self.last_scores(label_tokens), self.last_state()
             finally:
                 llama_cpp.llama_set_embeddings(llm._ctx.ctx, False)
             self.calls += 1

@@ -64,12 +64,18 @@ def can_calibrate(spec: RoutingModuleSpec) -> bool:
     return list(spec.signature.output_fields) == [spec.label_field]
 
 
+def vote_unavailable(spec: RoutingModuleSpec, labels: list[str]) -> str | None:
+    """Why a vote (the classifier's or the state probe's) cannot be trained on these gold labels:
+    the classifier's data floor, or a label of the module with no example; None when it can."""
+    missing = sorted(set(spec.labels) - set(labels))
+    return untrainable_reason(labels) or (f"no examples of {', '.join(missing)}" if missing else None)
+
+
 def state_probe_unavailable(spec: RoutingModuleSpec, labels: list[str]) -> str | None:
     """Why a state probe cannot be trained on these gold labels, or None when it can."""
     if not spec.calibration_reads_state:
         return f"{spec.name}'s registry entry does not read the LM's state"
-    missing = sorted(set(spec.labels) - set(labels))
-    return untrainable_reason(labels) or (f"no examples of {', '.join(missing)}" if missing else None)
+    return vote_unavailable(spec, labels)
 
 
 def answer_prefix(spec: RoutingModuleSpec) -> str:
@@ -154,6 +160,7 @@ class CalibratedLabels(dspy.Module):
         self.state_weight = float(state_weight) if state_probe is not None else 0.0
         # The prompt the state was read from; an in-process answer formats its query the same way.
         self.prompt_layout = checked_layout(prompt_layout)
+        self._adapter = LlamaCppJSONAdapter(layout=self.prompt_layout)
         self._fixed_prefix: int | None = None
 
     @classmethod
@@ -173,7 +180,7 @@ class CalibratedLabels(dspy.Module):
             raise ValueError(
                 f"{spec.name}: {len(gold)} gold-labeled training examples < {MIN_FIT_EXAMPLES} to fit a bias on"
             )
-        state_note = state_probe_unavailable(spec, [str(label) for label in gold["label"]])
+        state_note = state_probe_unavailable(spec, [str(label) for label in gold["label"]]) if read_state else None
         if read_state and state_note is None:
             return cls._compile_with_state(spec, gold, scorer, adapter, model, seed)
         fit_frame = stratified_pick(gold, FIT_EXAMPLES, seed=seed)
@@ -254,7 +261,7 @@ class CalibratedLabels(dspy.Module):
 
     def read(self, scorer: LocalLabelScorer, inputs: Mapping[str, object]) -> tuple[np.ndarray, np.ndarray]:
         """This query's label scores and LM state, read as this module is served."""
-        adapter = LlamaCppJSONAdapter(layout=self.prompt_layout)
+        adapter = self._adapter
         if self._fixed_prefix is None:
             tokens = scorer.first_tokens(self.spec.labels)
             if tokens != [self.label_tokens[label] for label in self.spec.labels]:
@@ -345,8 +352,7 @@ def classifier_and_fit_votes(
     rows (what it says of queries it was not trained on); (None, zeros, why) below its data floor."""
     rows = gold_rows(spec, gold)
     labels = [row["label"] for row in rows]
-    missing = sorted(set(spec.labels) - set(labels))
-    reason = untrainable_reason(labels) or (f"no examples of {', '.join(missing)}" if missing else None)
+    reason = vote_unavailable(spec, labels)
     if reason:
         return None, np.zeros((len(fit_index), len(spec.labels))), f"off: {reason}"
     texts = [feature_text(row["inputs"]) for row in rows]
