@@ -21,6 +21,15 @@ Per seed (the stratified ``--train`` examples of the corpus train split, as ever
   only, the rows `calibrated` already scores: compiling then costs no LM pass more than today's
   (the probe on all training examples needs every one of them scored, 130 passes instead of 50).
   Added after the first run, with the same adoption rule, written before its first run.
+- ``bias + LM-state vote, shift-gated`` (added 2026-12-07 after the runs above, before its own
+  first run): the vote on the 130-example probe, applied only to queries whose state lies where
+  the training states do (``ShiftGate``: nearest training state by cosine in the probe's
+  standardized space, within the 95th percentile of the training states' own leave-one-out
+  nearest distances); every other query keeps the unoptimized answer. Its rule, written before
+  its first run: serve it for modality iff on every seed the corpus eval gain over unoptimized is
+  >= +0.10 with its 95 % interval above zero and the external holdout stays >= unoptimized - 0.03
+  (issue 14's modality goal itself). The gate is fitted on training states only; the holdout is
+  never seen before the evaluation.
 
 Every variant answers all corpus eval queries and, for modality, the external holdout
 (evaluation only, never fitted on or chosen with). Gains are paired against the unoptimized label
@@ -67,7 +76,12 @@ from cogniverse_assets.modules.calibrated import (
     log_votes,
 )
 from cogniverse_assets.modules.registry import ROUTING_MODULES, get_module
-from cogniverse_assets.modules.state_probe import StateProbe, fit_with_chosen_regularization
+from cogniverse_assets.modules.state_probe import (
+    SHIFT_GATE_QUANTILE,
+    ShiftGate,
+    StateProbe,
+    fit_with_chosen_regularization,
+)
 from cogniverse_assets.scoring import paired_comparison
 from cogniverse_resources import stack
 from cogniverse_resources.label_scorer import LocalLabelScorer
@@ -236,11 +250,17 @@ def main() -> int:
             position = {query: i for i, query in enumerate(probe_rows["query"])}
             votes = log_votes(probabilities[[position[q] for q in part["query"]]], oof_classes, spec.labels)
             voted_bias, weight = fit_bias_and_weight(fit_scores, votes, part["label"].tolist(), spec.labels)
+            voted = {d.name: evaluated[d.name][0] + voted_bias + weight * probe_scores[d.name] for d in sets}
+            record(seed, f"bias + LM-state vote{trained_on}", voted, f"w {weight:.2f}, C={c}")
+            if trained_on:
+                continue
+            gate = ShiftGate.fit(fitted.standardized(states), SHIFT_GATE_QUANTILE)
+            inside = {d.name: gate.inside(fitted.standardized(evaluated[d.name][1])) for d in sets}
             record(
                 seed,
-                f"bias + LM-state vote{trained_on}",
-                {d.name: evaluated[d.name][0] + voted_bias + weight * probe_scores[d.name] for d in sets},
-                f"w {weight:.2f}, C={c}",
+                "bias + LM-state vote, shift-gated",
+                {d.name: np.where(inside[d.name][:, None], voted[d.name], evaluated[d.name][0]) for d in sets},
+                ", ".join(f"{d.name} {1 - inside[d.name].mean():.0%} outside" for d in sets),
             )
     if args.out:
         args.out.write_text(json.dumps([asdict(row) for row in rows], indent=1))
