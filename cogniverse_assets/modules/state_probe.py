@@ -20,7 +20,6 @@ from sklearn.linear_model import LogisticRegression
 from cogniverse_assets.modules.label_classifier import softmax_rows, spelled_out, stratified_out_of_fold
 
 REGULARIZATION_CHOICES = (0.01, 0.1, 1.0)
-SHIFT_GATE_QUANTILE = 0.95
 
 
 @dataclass
@@ -103,36 +102,3 @@ def fit_with_chosen_regularization(
     chosen = max(REGULARIZATION_CHOICES, key=lambda c: (accuracy[c], -c))
     probabilities, classes = runs[chosen]
     return StateProbe.fit(states, labels, chosen), probabilities, classes, accuracy
-
-
-def _unit_rows(rows: np.ndarray) -> np.ndarray:
-    rows = np.atleast_2d(np.asarray(rows, dtype=float))
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return rows / np.where(norms == 0, 1.0, norms)
-
-
-@dataclass
-class ShiftGate:
-    """Whether a query's state lies where the probe's training states do.
-
-    A query whose nearest training state (cosine, in the probe's standardized space) is farther
-    than ``SHIFT_GATE_QUANTILE`` of the training states' own leave-one-out nearest distances is
-    outside what the tenant's labels cover; the learned shift is not applied to it (the nearest-
-    neighbour out-of-distribution test of Sun et al., 2022, its threshold set on in-distribution
-    rows only)."""
-
-    reference: np.ndarray
-    threshold: float
-
-    @classmethod
-    def fit(cls, standardized: np.ndarray, quantile: float) -> "ShiftGate":
-        unit = _unit_rows(standardized)
-        similarity = unit @ unit.T
-        np.fill_diagonal(similarity, -np.inf)
-        return cls(unit, float(np.quantile(1.0 - similarity.max(axis=1), quantile)))
-
-    def distances(self, standardized: np.ndarray) -> np.ndarray:
-        return 1.0 - (_unit_rows(standardized) @ self.reference.T).max(axis=1)
-
-    def inside(self, standardized: np.ndarray) -> np.ndarray:
-        return self.distances(standardized) <= self.threshold
