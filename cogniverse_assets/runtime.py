@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import dspy
 
 from cogniverse_assets.fast_path import FastPath
+from cogniverse_assets.modules.calibrated import CalibratedLabels
 from cogniverse_assets.modules.registry import RoutingModuleSpec, get_module
 from cogniverse_resources.artifacts import ArtifactStore, load_module_payload
 from cogniverse_resources.config_store import TenantConfigStore, open_config_store
@@ -62,8 +63,10 @@ def deployed_module(
 class RoutedAnswer:
     label: str
     path: str  # "fast" | "lm"
-    # The fast path's probability of its answer; on the LM path, the fast path's probability of the
-    # LM's answer when the version has one (None otherwise: no constant stands in for it).
+    # The fast path's probability of its answer; on the LM path, the module's own probability of
+    # its answer where it answers in process (``calibrated_state``), else the fast path's
+    # probability of the LM's answer when the version has one (None otherwise: no constant stands
+    # in for it).
     confidence: float | None
     prediction: dspy.Prediction
 
@@ -91,8 +94,8 @@ class Router:
         with dspy.context(lm=self.lm, adapter=self.adapter):
             prediction = self.program(**inputs)
         label = self.spec.label_of(prediction)
-        confidence = None
-        if self.fast_path is not None and label in self.fast_path.classes:
+        confidence = CalibratedLabels.own_probability(prediction)
+        if confidence is None and self.fast_path is not None and label in self.fast_path.classes:
             confidence = float(self.fast_path.probabilities([inputs])[0][self.fast_path.classes.index(label)])
         return RoutedAnswer(label, "lm", confidence, prediction)
 

@@ -43,7 +43,12 @@ import pandas as pd
 
 from cogniverse_assets.blending import stratified_pick
 from cogniverse_assets.modules.demos import gold_frame, gold_rows
-from cogniverse_assets.modules.label_classifier import LabelClassifier, out_of_fold_probabilities, untrainable_reason
+from cogniverse_assets.modules.label_classifier import (
+    LabelClassifier,
+    out_of_fold_probabilities,
+    softmax_rows,
+    untrainable_reason,
+)
 from cogniverse_assets.modules.state_probe import StateProbe, fit_with_chosen_regularization
 from cogniverse_assets.modules.text_features import feature_text
 from cogniverse_resources.label_scorer import LocalLabelScorer, log_normalized, shared_scorer
@@ -284,8 +289,17 @@ class CalibratedLabels(dspy.Module):
         from cogniverse_resources import stack
 
         scores, state = self.read(shared_scorer(stack.local_model_path()), inputs)
-        label = self.spec.labels[int(np.argmax(scores + self.state_shift(state)))]
-        return dspy.Prediction(**self.spec.outputs_for(label))
+        probabilities = softmax_rows((scores + self.state_shift(state))[None, :])[0]
+        best = int(np.argmax(probabilities))
+        prediction = dspy.Prediction(**self.spec.outputs_for(self.spec.labels[best]))
+        # Private, so it is not an output field; the runtime records it as the answer's confidence.
+        prediction._label_probability = float(probabilities[best])
+        return prediction
+
+    @staticmethod
+    def own_probability(prediction: dspy.Prediction) -> float | None:
+        """The module's probability of its answer, where it answered in process (None otherwise)."""
+        return getattr(prediction, "_label_probability", None)
 
     def shift(self, inputs: Mapping[str, object]) -> np.ndarray:
         """The per-label shift this query's answer gets on the server, in ``spec.labels`` order."""

@@ -1,12 +1,15 @@
+import dspy
 import pytest
 
 from cogniverse_assets.modules.registry import ROUTING_MODULES, get_module
-from cogniverse_assets.runtime import UNOPTIMIZED_VERSION, load_router
+from cogniverse_assets.runtime import UNOPTIMIZED_VERSION, Router, load_router
 from cogniverse_assets.traffic import emit_traffic
 from cogniverse_resources import trace_contract as tc
 from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.config_store import DeploymentRecord, open_config_store
 from cogniverse_resources.lm import PROMPT_LAYOUTS, LanguageModelResource
+
+MODALITY = get_module("modality")
 
 
 def test_load_router_rejects_bad_input():
@@ -70,3 +73,26 @@ def test_a_version_recording_an_unknown_prompt_layout_is_refused_by_name(deploym
     _deploy(store, artifacts, "modality", "v1", prompt_layout="sideways")
     with pytest.raises(ValueError, match="version 'v1' records prompt layout 'sideways'"):
         load_router("acme", "modality", LanguageModelResource(), store, artifacts)
+
+
+class _AnsweredInProcess(dspy.Module):
+    """Stands in for a module that answers in process and knows its probability (``calibrated_state``)."""
+
+    def __init__(self, probability: float | None):
+        super().__init__()
+        self.probability = probability
+
+    def forward(self, **inputs):
+        prediction = dspy.Prediction(**MODALITY.outputs_for("audio"))
+        if self.probability is not None:
+            prediction._label_probability = self.probability
+        return prediction
+
+
+@pytest.mark.parametrize("probability", [0.37, None])
+def test_the_lm_path_records_the_module_own_probability_and_no_constant_in_its_place(probability):
+    router = Router(
+        "acme", MODALITY, _AnsweredInProcess(probability), "v1", dspy.LM("openai/not-called"), dspy.ChatAdapter()
+    )
+    answer = router.answer({"query": "a podcast about gardening"})
+    assert (answer.label, answer.path, answer.confidence) == ("audio", "lm", probability)

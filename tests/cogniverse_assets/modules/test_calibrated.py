@@ -19,7 +19,7 @@ from cogniverse_assets.modules.calibrated import (
     state_probe_unavailable,
 )
 from cogniverse_assets.modules.demos import gold_frame
-from cogniverse_assets.modules.label_classifier import MIN_LABELED
+from cogniverse_assets.modules.label_classifier import MIN_LABELED, softmax_rows
 from cogniverse_assets.modules.registry import get_module
 from cogniverse_assets.modules.state_probe import StateProbe
 from cogniverse_assets.optimizers import compile_module
@@ -199,7 +199,8 @@ def test_routing_with_the_lm_state_vote_beats_the_unoptimized_module_and_answers
     restored = ROUTING.load_program({"state": json.loads(json.dumps(program.dump_state()))})
     inputs = [ROUTING.inputs(row) for row in load_queries("eval")]
     with dspy.context(lm=dspy.LM("openai/not-called")):  # answered in process: no LM call is made
-        forward = [ROUTING.label_of(program(**row)) for row in inputs[:20]]
+        answered = [program(**row) for row in inputs[:20]]
+        forward = [ROUTING.label_of(prediction) for prediction in answered]
         backward = [ROUTING.label_of(restored(**row)) for row in reversed(inputs[:20])]
     assert backward[::-1] == forward
 
@@ -208,6 +209,10 @@ def test_routing_with_the_lm_state_vote_beats_the_unoptimized_module_and_answers
     scores = np.array([pair[0] for pair in read])
     shifted = np.array([scores[i] + program.state_shift(state) for i, (_, state) in enumerate(read)])
     assert [ROUTING.labels[i] for i in shifted[:20].argmax(axis=1)] == forward  # a fresh model file reads the same
+    # The answer's confidence is the module's own probability of it, query by query.
+    own = [CalibratedLabels.own_probability(prediction) for prediction in answered]
+    np.testing.assert_allclose(own, softmax_rows(shifted[:20]).max(axis=1), atol=1e-6)
+    assert len({round(p, 3) for p in own}) > 1 and not any(k.startswith("_") for k in answered[0].keys())
     gold = np.array([ROUTING.labels.index(row["agent"]) for row in load_queries("eval")])
     accuracy = {
         "unoptimized": np.mean(scores.argmax(axis=1) == gold),
