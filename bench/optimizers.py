@@ -35,6 +35,7 @@ import pandas as pd
 from cogniverse_assets.blending import stratified_pick
 from cogniverse_assets.demo_data import load_queries
 from cogniverse_assets.fast_path import DEFAULT_LM_ACCURACY, FastPath, cascade_answers, train_fast_path
+from cogniverse_assets.modules.calibrated import CalibratedLabels
 from cogniverse_assets.modules.demos import class_medoid_demos
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec, get_module
 from cogniverse_assets.optimizers import DEMO_OPTIMIZERS, OPTIMIZERS, LMUsage, compile_module
@@ -103,12 +104,15 @@ def answer_all(
 ) -> Answers:
     usage = LMUsage([lm])
     labels, latencies = [], []
+    in_process = 0  # passes of a module answering in process, as the product's score_program counts them
     with dspy.context(lm=lm, adapter=adapter):
         for inputs in data.inputs:
             started = time.perf_counter()
-            labels.append(spec.label_of(program(**inputs)))
+            prediction = program(**inputs)
             latencies.append((time.perf_counter() - started) * 1000)
-    return Answers(labels, latencies, usage.figures()["lm_calls"])
+            labels.append(spec.label_of(prediction))
+            in_process += CalibratedLabels.own_probability(prediction) is not None
+    return Answers(labels, latencies, usage.figures()["lm_calls"] + in_process)
 
 
 def cascade_figures(fast_path: FastPath | None, data: EvalSet, answers: Answers, baseline: Answers) -> dict:

@@ -16,6 +16,7 @@ import numpy as np
 
 from cogniverse_assets.answer_memory import AnswerMemory
 from cogniverse_assets.fast_path import MAX_CASCADE_LOSS, FastPath, cascade_answers
+from cogniverse_assets.modules.calibrated import CalibratedLabels
 from cogniverse_assets.modules.registry import RoutingModuleSpec
 from cogniverse_assets.optimizers import LMUsage
 
@@ -121,9 +122,11 @@ def score_program(
     memory: AnswerMemory | None = None,
 ) -> Scores:
     """The program's answer to every example; with ``memory``, a remembered answer instead of an LM
-    call where there is one, and every new answer remembered."""
+    call where there is one, and every new answer remembered. LM calls count the server's calls and
+    the passes of a module that answers in process (``calibrated_state``)."""
     usage = LMUsage([lm])
     predicted, latencies = [], []
+    in_process = 0
     with dspy.context(lm=lm, adapter=adapter):
         for example in examples:
             inputs = dict(example.inputs())
@@ -133,12 +136,14 @@ def score_program(
                 latencies.append(remembered.latency_ms)
                 continue
             started = time.perf_counter()
-            predicted.append(spec.label_of(program(**inputs)))
+            prediction = program(**inputs)
             latencies.append((time.perf_counter() - started) * 1000)
+            predicted.append(spec.label_of(prediction))
+            in_process += CalibratedLabels.own_probability(prediction) is not None
             if memory is not None:
                 memory.remember(inputs, predicted[-1], latencies[-1])
     gold = [str(getattr(example, spec.label_field)) for example in examples]
-    return score_examples(spec, gold, predicted, latencies, usage.figures()["lm_calls"])
+    return score_examples(spec, gold, predicted, latencies, usage.figures()["lm_calls"] + in_process)
 
 
 @dataclass

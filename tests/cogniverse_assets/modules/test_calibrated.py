@@ -23,6 +23,7 @@ from cogniverse_assets.modules.label_classifier import MIN_LABELED, softmax_rows
 from cogniverse_assets.modules.registry import get_module
 from cogniverse_assets.modules.state_probe import StateProbe
 from cogniverse_assets.optimizers import compile_module
+from cogniverse_assets.scoring import score_program
 from cogniverse_resources import stack
 from cogniverse_resources.label_scorer import LocalLabelScorer, log_normalized
 from cogniverse_resources.lm import LOCAL_MODEL, LanguageModelResource
@@ -213,6 +214,11 @@ def test_routing_with_the_lm_state_vote_beats_the_unoptimized_module_and_answers
     own = [CalibratedLabels.own_probability(prediction) for prediction in answered]
     np.testing.assert_allclose(own, softmax_rows(shifted[:20]).max(axis=1), atol=1e-6)
     assert len({round(p, 3) for p in own}) > 1 and not any(k.startswith("_") for k in answered[0].keys())
+    examples = [
+        dspy.Example(**ROUTING.inputs(row), agent=row["agent"]).with_inputs(*ROUTING.inputs(row))
+        for row in load_queries("eval")[:3]
+    ]
+    assert score_program(ROUTING, restored, examples, dspy.LM("openai/not-called"), adapter).lm_calls == 3
     gold = np.array([ROUTING.labels.index(row["agent"]) for row in load_queries("eval")])
     accuracy = {
         "unoptimized": np.mean(scores.argmax(axis=1) == gold),
