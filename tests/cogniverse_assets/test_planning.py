@@ -6,7 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cogniverse_assets.modules.calibrated import can_calibrate
+from cogniverse_assets.modules.registry import ROUTING_MODULES
 from cogniverse_assets.planning import (
+    CALIBRATED_PRIOR_GAIN,
     FEATURE_NAMES,
     MIN_HISTORY_FOR_META_MODEL,
     LaneContext,
@@ -235,3 +238,12 @@ def test_too_few_annotated_validation_examples_skip_whatever_decides():
     plan = MetaModel.fit(history).plan(_features(validation_count=0), UNLIMITED)
     assert plan.decision == "skip" and "0 annotated validation examples" in plan.reasons[0]
     assert rules_plan(_features(validation_count=5), CONFIG).decision == "train"
+
+
+def test_the_planner_weighs_each_calibrated_optimizer_for_exactly_the_modules_the_registry_compiles_it_for():
+    """Priors are keyed by module and the registry says what compiles; the two must not drift apart."""
+    compiles = {
+        "calibrated": {spec.name for spec in ROUTING_MODULES.values() if can_calibrate(spec)},
+        "calibrated_state": {spec.name for spec in ROUTING_MODULES.values() if spec.calibration_reads_state},
+    }
+    assert {optimizer: set(gains) for optimizer, gains in CALIBRATED_PRIOR_GAIN.items()} == compiles
