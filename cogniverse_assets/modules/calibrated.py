@@ -291,9 +291,14 @@ class CalibratedLabels(dspy.Module):
         scores, state = self.read(shared_scorer(stack.local_model_path()), inputs)
         probabilities = softmax_rows((scores + self.state_shift(state))[None, :])[0]
         best = int(np.argmax(probabilities))
-        prediction = dspy.Prediction(**self.spec.outputs_for(self.spec.labels[best]))
+        return self.answered_in_process(self.spec, self.spec.labels[best], float(probabilities[best]))
+
+    @staticmethod
+    def answered_in_process(spec: RoutingModuleSpec, label: str, probability: float) -> dspy.Prediction:
+        """``label``'s outputs, carrying the module's probability of it."""
+        prediction = dspy.Prediction(**spec.outputs_for(label))
         # Private, so it is not an output field; the runtime records it as the answer's confidence.
-        prediction._label_probability = float(probabilities[best])
+        prediction._label_probability = probability
         return prediction
 
     @staticmethod

@@ -1,6 +1,7 @@
 import dspy
 import pytest
 
+from cogniverse_assets.modules.calibrated import CalibratedLabels
 from cogniverse_assets.modules.registry import ROUTING_MODULES, get_module
 from cogniverse_assets.runtime import UNOPTIMIZED_VERSION, Router, load_router
 from cogniverse_assets.traffic import emit_traffic
@@ -83,10 +84,9 @@ class _AnsweredInProcess(dspy.Module):
         self.probability = probability
 
     def forward(self, **inputs):
-        prediction = dspy.Prediction(**MODALITY.outputs_for("audio"))
-        if self.probability is not None:
-            prediction._label_probability = self.probability
-        return prediction
+        if self.probability is None:
+            return dspy.Prediction(**MODALITY.outputs_for("audio"))
+        return CalibratedLabels.answered_in_process(MODALITY, "audio", self.probability)
 
 
 @pytest.mark.parametrize("probability", [0.37, None])
