@@ -107,9 +107,6 @@ class HiddenStateScorer(LocalLabelScorer):
                 llama_cpp.Llama = original
         return self._llm
 
-    def hidden_state(self) -> np.ndarray:
-        return self.last_state()
-
 
 def _unit_rows(rows: np.ndarray) -> np.ndarray:
     rows = np.atleast_2d(np.asarray(rows, dtype=float))
@@ -189,7 +186,7 @@ def main() -> int:
 
         def read(inputs: dict) -> tuple[np.ndarray, np.ndarray]:
             scores = scorer.scores(adapter.format(spec.signature, [], inputs), prefix, label_tokens)
-            return scores, scorer.hidden_state()
+            return scores, scorer.last_state()
     else:
         scorer = LocalLabelScorer(model_path)
         label_tokens = scorer.first_tokens(spec.labels)

@@ -186,10 +186,11 @@ _shared_scorers_lock = threading.Lock()
 
 def shared_scorer(model_path: Path) -> LocalLabelScorer:
     """One scorer per model file and process: modules that answer in process share its loaded model."""
+    key = Path(model_path)
     with _shared_scorers_lock:
-        if Path(model_path) not in _shared_scorers:
-            _shared_scorers[Path(model_path)] = LocalLabelScorer(model_path)
-        return _shared_scorers[Path(model_path)]
+        if key not in _shared_scorers:
+            _shared_scorers[key] = LocalLabelScorer(key)
+        return _shared_scorers[key]
 
 
 @atexit.register
