@@ -10,12 +10,14 @@ retried up to ``MAX_ATTEMPTS`` times with other content. A candidate that repeat
 is the library's text, not a user's request. The local 0.5B teacher returns the content's title,
 description and transcript nearly every time; after ``COPIES_BEFORE_STOP`` copies in a row,
 generation stops and says so (``GenerationReport.stopped``) instead of spending the rest of the
-request on them. Once the teacher has copied, each later request is first probed: its first
-``COPY_PROBE_TOKENS`` tokens, at the same settings, show a copy long before the full answer (80-256
-tokens of the content, about 10 s a call on 2 cores) would. A request that does not start as a copy
-is then written in full, so the probe only rejects early what the full answer would repeat: at
-temperature 0 it is that answer's beginning, up to the local server's own run-to-run variation
-(bench/synthetic_generation.py: the same rejections in 5 of 6 runs, in half the time).
+request on them. A tenant's other lanes are told (``CopyVerdict``): their requests are probed from
+the first, and ``COPIES_TO_CONFIRM`` copies in a row stop them. Once the teacher has copied, each
+later request is first probed: its first ``COPY_PROBE_TOKENS`` tokens, at the same settings, show a
+copy long before the full answer (80-256 tokens of the content, about 10 s a call on 2 cores) would.
+A request that does not start as a copy is then written in full, so the probe only rejects early
+what the full answer would repeat: at temperature 0 it is that answer's beginning, up to the local
+server's own run-to-run variation (bench/synthetic_generation.py: the same rejections in 5 of 6
+runs, in half the time).
 
 The teacher's answers are kept per request between runs (``TeacherAnswers``): at temperature 0 (the
 default; a teacher that samples is asked every time) the same request to the same teacher gets the
@@ -64,6 +66,9 @@ MAX_QUERY_CHARS = 300
 # A user does not type eight words of the content in a row; a title (usually shorter) may be typed.
 COPIED_RUN_WORDS = 8
 COPIES_BEFORE_STOP = 5
+# In a lane of a tenant whose same teacher already stopped another lane by copying: enough to see that it
+# copies these requests too, and two rather than one so that one unlucky request does not decide a lane.
+COPIES_TO_CONFIRM = 2
 # Enough for the request's first dozen words after the JSON key: a copy starts with its content's title.
 COPY_PROBE_TOKENS = 24
 AUGMENTATIONS = ("direct", "paraphrase", "modality_variation", "complexity", "contrast")
@@ -133,6 +138,41 @@ class GenerationReport:
         self.consecutive_copies += 1
 
 
+def teacher_key(lm: dspy.LM, adapter: dspy.Adapter) -> str:
+    """Who answers the generator's requests: the teacher, its settings, the adapter and the signatures."""
+    return fingerprint(
+        {
+            **lm_identity(lm, adapter),
+            "signatures": [
+                (str(signature), signature.instructions) for signature in (WriteRoutingQuery, CheckRoutingQuery)
+            ],
+        }
+    )
+
+
+@dataclass(frozen=True)
+class CopyVerdict:
+    """The teacher (``teacher_key``) copied its content ``copies`` times in a row in the tenant's ``module``
+    lane and stopped it. Kept per tenant, since what the teacher copies is the tenant's content."""
+
+    teacher: str
+    module: str
+    copies: int
+
+    @classmethod
+    def from_json(cls, stored: object) -> CopyVerdict | None:
+        """The verdict ``to_json`` wrote, or ``None`` for anything else (a damaged file is no verdict)."""
+        if not isinstance(stored, Mapping):
+            return None
+        teacher, module, copies = stored.get("teacher"), stored.get("module"), stored.get("copies")
+        if not (isinstance(teacher, str) and isinstance(module, str) and isinstance(copies, int)):
+            return None
+        return cls(teacher, module, copies)
+
+    def to_json(self) -> dict:
+        return {"teacher": self.teacher, "module": self.module, "copies": self.copies}
+
+
 @dataclass
 class TeacherAnswers:
     """The teacher's answers by request: ``earlier`` from the last run, ``now`` what this run used
@@ -150,14 +190,7 @@ class TeacherAnswers:
         teacher; ``None`` for a teacher sampling at a temperature above 0."""
         if lm.kwargs.get("temperature"):
             return None
-        key = fingerprint(
-            {
-                **lm_identity(lm, adapter),
-                "signatures": [
-                    (str(signature), signature.instructions) for signature in (WriteRoutingQuery, CheckRoutingQuery)
-                ],
-            }
-        )
+        key = teacher_key(lm, adapter)
         stored = stored if isinstance(stored, Mapping) else {}
         earlier = stored.get("answers") if stored.get("key") == key else None
         return cls(key, dict(earlier) if isinstance(earlier, Mapping) else {})
@@ -190,8 +223,11 @@ class SyntheticQueryGenerator:
         seed: int = 0,
         copy_probe_tokens: int | None = COPY_PROBE_TOKENS,  # None: no probe (bench/synthetic_generation.py)
         answers: TeacherAnswers | None = None,  # None: every request asks the teacher
+        copied_elsewhere: CopyVerdict | None = None,  # this teacher stopped another lane of the tenant
     ):
         self.spec = spec
+        self.copied_elsewhere = copied_elsewhere
+        self.copies_before_stop = COPIES_TO_CONFIRM if copied_elsewhere else COPIES_BEFORE_STOP
         self.answers = answers
         self.copy_probe_tokens = copy_probe_tokens
         self.backend = backend
@@ -223,11 +259,8 @@ class SyntheticQueryGenerator:
         self.rng.shuffle(labels)
         with dspy.context(lm=self.lm, adapter=self.adapter):
             for index in range(n):
-                if report.consecutive_copies >= COPIES_BEFORE_STOP:
-                    report.stopped = (
-                        f"the teacher LM copied its content instead of writing a request {report.consecutive_copies} "
-                        "times in a row; set ROUTER_OPTIMIZER_TEACHER_MODEL to a stronger model"
-                    )
+                if report.consecutive_copies >= self.copies_before_stop:
+                    report.stopped = self._stop_reason(report.consecutive_copies)
                     break
                 label = labels[index % len(labels)]
                 augmentation = AUGMENTATIONS[(index // len(labels)) % len(AUGMENTATIONS)]
@@ -240,11 +273,21 @@ class SyntheticQueryGenerator:
         report.seconds = time.monotonic() - started
         return pd.DataFrame(rows, columns=SYNTHETIC_COLUMNS), report
 
+    def _stop_reason(self, copies: int) -> str:
+        elsewhere = self.copied_elsewhere
+        before = ""
+        if elsewhere:
+            before = f" (and {elsewhere.copies} times in a row in this tenant's {elsewhere.module} lane)"
+        return (
+            f"the teacher LM copied its content instead of writing a request {copies} times in a row{before}; "
+            "set ROUTER_OPTIMIZER_TEACHER_MODEL to a stronger model"
+        )
+
     def _one(
         self, label: str, augmentation: str, seen: set[str], accepted: dict[str, list[str]], report: GenerationReport
     ) -> dict | None:
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            if report.consecutive_copies >= COPIES_BEFORE_STOP:
+            if report.consecutive_copies >= self.copies_before_stop:
                 return None
             items = self._content_for(label)
             if not items:
@@ -255,7 +298,7 @@ class SyntheticQueryGenerator:
             style = STYLE_TEXT[style_key].format(seed=seed_query)
             content = "\n".join(item.as_text() for item in items)
             request = {"content": content, "intended_decision": self._intended(label), "style": style}
-            probe = self.copy_probe_tokens and report.rejected.get("copies_content")
+            probe = self.copy_probe_tokens and (self.copied_elsewhere or report.rejected.get("copies_content"))
             if probe and self._starts_as_copy(request, report):
                 report.reject_copy()
                 continue

@@ -5,7 +5,10 @@ backend (Vespa or the bundled catalog); writes the synthetic example table. Gene
 the blending plan asks for and the stored table does not already hold, so a re-run with nothing
 new makes no LM calls. The teacher's answers of the last generation are kept beside the table
 (``synthetic_teacher_answers.json``): a later run that sends the same requests to the same teacher
-at temperature 0, as every run does while nothing is kept, asks it only what is new.
+at temperature 0, as every run does while nothing is kept, asks it only what is new. A lane stopped
+because the teacher copied its content leaves a verdict for the tenant's other lanes
+(``synthetic_teacher_verdict.json`` in the tenant's folder), which then confirm it in a request or
+two instead of five; a lane whose teacher writes an accepted request clears it.
 """
 
 import math
@@ -18,7 +21,14 @@ from cogniverse_assets.assets.routing_traces import TRACES_TABLE
 from cogniverse_assets.blending import blend_plan
 from cogniverse_assets.examples import EXAMPLE_COLUMNS, LABELED_PROVENANCES
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
-from cogniverse_assets.synthetic import SYNTHETIC_COLUMNS, SyntheticQueryGenerator, TeacherAnswers
+from cogniverse_assets.synthetic import (
+    SYNTHETIC_COLUMNS,
+    CopyVerdict,
+    GenerationReport,
+    SyntheticQueryGenerator,
+    TeacherAnswers,
+    teacher_key,
+)
 from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.config_store import ConfigStoreResource
 from cogniverse_resources.content import ContentBackendResource
@@ -26,6 +36,7 @@ from cogniverse_resources.lm import LanguageModelResource
 
 SYNTHETIC_TABLE = "synthetic_examples"
 TEACHER_ANSWERS_FILE = "synthetic_teacher_answers.json"
+COPY_VERDICT_FILE = "synthetic_teacher_verdict.json"
 # Some candidates fail validation; ask for a little more than the plan needs.
 GENERATION_MARGIN = 0.1
 
@@ -42,6 +53,27 @@ def read_teacher_answers(artifacts: ArtifactStore, tenant_id: str, module: str) 
         return artifacts.read_json(artifacts.path(tenant_id, module, TEACHER_ANSWERS_FILE))
     except ValueError:  # damaged: the teacher is asked again, as without the file
         return None
+
+
+def read_copy_verdict(artifacts: ArtifactStore, tenant_id: str) -> CopyVerdict | None:
+    try:
+        return CopyVerdict.from_json(artifacts.read_json(artifacts.path(tenant_id, COPY_VERDICT_FILE)))
+    except ValueError:  # damaged: no verdict, as without the file
+        return None
+
+
+def update_copy_verdict(
+    artifacts: ArtifactStore, tenant_id: str, module: str, teacher: str, report: GenerationReport
+) -> None:
+    """The first lane the teacher stops by copying writes the verdict, and later stops leave it as it is:
+    its own lane's next run then sends the same requests as before, which the teacher's kept answers
+    cover. An accepted request shows that the teacher can write for this tenant, and clears it."""
+    path = artifacts.path(tenant_id, COPY_VERDICT_FILE)
+    verdict = read_copy_verdict(artifacts, tenant_id)
+    if report.accepted and verdict is not None and verdict.teacher == teacher:
+        path.unlink(missing_ok=True)
+    elif report.stopped and (verdict is None or verdict.teacher != teacher):
+        artifacts.write_json(path, CopyVerdict(teacher, module, report.consecutive_copies).to_json())
 
 
 def build_synthetic_examples(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
@@ -93,13 +125,23 @@ def build_synthetic_examples(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         teacher, adapter = lm.teacher(), lm.adapter()
         earlier = read_teacher_answers(artifacts, config.tenant_id, spec.name)
         answers = TeacherAnswers.for_teacher(teacher, adapter, earlier)
+        verdict = read_copy_verdict(artifacts, config.tenant_id)
+        key = teacher_key(teacher, adapter)
+        copied_elsewhere = verdict if verdict and verdict.teacher == key and verdict.module != spec.name else None
         generator = SyntheticQueryGenerator(
-            spec, content.backend(), teacher, adapter, seed=len(stored), answers=answers
+            spec,
+            content.backend(),
+            teacher,
+            adapter,
+            seed=len(stored),
+            answers=answers,
+            copied_elsewhere=copied_elsewhere,
         )
         attempts = missing + math.ceil(missing * GENERATION_MARGIN)
         fresh, report = generator.generate(attempts, avoid_queries=[*real["query"], *stored["query"]])
         if answers is not None:
             artifacts.write_json(artifacts.path(config.tenant_id, spec.name, TEACHER_ANSWERS_FILE), answers.to_json())
+        update_copy_verdict(artifacts, config.tenant_id, spec.name, key, report)
         combined = pd.concat([stored, fresh], ignore_index=True) if len(stored) else fresh
         path = artifacts.write_table(config.tenant_id, spec.name, SYNTHETIC_TABLE, combined)
         context.log.info(f"{config.tenant_id}/{spec.name}: generated {report.accepted}/{attempts} synthetic examples")
@@ -113,6 +155,7 @@ def build_synthetic_examples(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
                 "reason": plan.reason,
                 "rejected": dg.MetadataValue.json(report.rejected),
                 "stopped": report.stopped or "",
+                "teacher_copied_in": copied_elsewhere.module if copied_elsewhere else "",
                 "lm_calls": report.lm_calls,
                 "copy_probes": report.copy_probes,
                 "remembered_answers": report.remembered,

@@ -9,16 +9,20 @@ from dspy.utils import DummyLM
 from cogniverse_assets import blending
 from cogniverse_assets.assets.routing_traces import routing_traces_assets
 from cogniverse_assets.assets.synthetic_examples import (
+    COPY_VERDICT_FILE,
     SYNTHETIC_TABLE,
     TEACHER_ANSWERS_FILE,
+    read_copy_verdict,
     read_teacher_answers,
     synthetic_examples_assets,
 )
-from cogniverse_assets.modules.registry import get_module
+from cogniverse_assets.modules.registry import ROUTING_MODULES, get_module
 from cogniverse_assets.synthetic import (
     COPIES_BEFORE_STOP,
+    COPIES_TO_CONFIRM,
     COPY_PROBE_TOKENS,
     MAX_ATTEMPTS,
+    CopyVerdict,
     SyntheticQueryGenerator,
     TeacherAnswers,
     copies_content,
@@ -334,3 +338,93 @@ def test_the_asset_keeps_the_teachers_answers_for_its_next_run(tenant_env, monke
     tenant_env.artifacts.path(tenant, "modality", TEACHER_ANSWERS_FILE).write_text("{not json")
     assert read_teacher_answers(tenant_env.artifacts, tenant, "modality") is None
     assert run()["lm_calls"] == first["lm_calls"]  # a damaged file is no file
+
+
+def _copying_teacher():
+    """Answers every write with its content, as the local 0.5B teacher does."""
+    return CuttingLM({LOADING_DOCK: _written(f"Loading Dock. {LOADING_DOCK}")}, adapter=dspy.JSONAdapter())
+
+
+def test_a_lane_told_that_the_teacher_copied_elsewhere_probes_at_once_and_stops_after_two_copies():
+    teacher = _copying_teacher()
+    told = CopyVerdict(teacher="k", module="routing", copies=COPIES_BEFORE_STOP)
+    generator = SyntheticQueryGenerator(
+        get_module("modality"), _loading_dock_catalog(), teacher, teacher.adapter, seed=3, copied_elsewhere=told
+    )
+
+    frame, report = generator.generate(10)
+
+    assert frame.empty and report.rejected == {"copies_content": COPIES_TO_CONFIRM}
+    assert report.lm_calls == report.copy_probes == COPIES_TO_CONFIRM  # no full write at all
+    assert f"(and {COPIES_BEFORE_STOP} times in a row in this tenant's routing lane)" in report.stopped
+
+
+def test_a_lane_told_that_the_teacher_copied_elsewhere_still_keeps_a_request_of_its_own():
+    own = "please find the night time security footage of the rear loading dock where a white van arrives"
+    adapter = dspy.JSONAdapter()
+    answers = [_written(own), _written(own), {"agrees": True}]  # the probe, the full write, the verifier
+    told = CopyVerdict(teacher="k", module="routing", copies=COPIES_BEFORE_STOP)
+    generator = SyntheticQueryGenerator(
+        get_module("modality"),
+        _loading_dock_catalog(),
+        CuttingLM(answers, adapter=adapter),
+        adapter,
+        seed=3,
+        copied_elsewhere=told,
+    )
+
+    frame, report = generator.generate(1)
+
+    assert frame["query"].tolist() == [own] and report.rejected == {}
+    assert report.lm_calls == 3 and report.copy_probes == 1 and report.stopped is None
+
+
+def test_copy_verdicts_that_are_not_one_read_as_none():
+    verdict = CopyVerdict(teacher="k", module="modality", copies=5)
+    assert CopyVerdict.from_json(json.loads(json.dumps(verdict.to_json()))) == verdict
+    for damaged in [None, [], {}, {"teacher": "k", "module": "modality"}, {**verdict.to_json(), "copies": "5"}]:
+        assert CopyVerdict.from_json(damaged) is None
+
+
+def test_the_first_lane_the_teacher_stops_by_copying_spares_the_tenants_other_lanes(tenant_env, monkeypatch):
+    """A scripted teacher; what is asserted is how many requests each lane spends before it stops."""
+    monkeypatch.setattr(blending, "COLD_START_SYNTHETIC_EXAMPLES", 4)
+    teacher = {"lm": _copying_teacher()}
+    monkeypatch.setattr(LanguageModelResource, "teacher", lambda self, **overrides: teacher["lm"])
+    monkeypatch.setattr(LanguageModelResource, "adapter", lambda self, layout="reminder_last": dspy.JSONAdapter())
+    monkeypatch.setattr(ContentBackendResource, "backend", lambda self: _loading_dock_catalog())
+    assets = dict(zip(ROUTING_MODULES, synthetic_examples_assets))
+
+    def run(tenant, module):
+        asset = assets[module]
+        result = tenant_env.materialize([asset], tenant, content=ContentBackendResource(vespa_url=""))
+        (event,) = result.asset_materializations_for_node(asset.op.name)
+        return {key: value.value for key, value in event.metadata.items()}
+
+    tenant, other = tenant_env.add("told"), tenant_env.add("untold")
+    first = run(tenant, "modality")
+    assert first["rejected"] == {"copies_content": COPIES_BEFORE_STOP} and first["teacher_copied_in"] == ""
+    assert read_copy_verdict(tenant_env.artifacts, tenant).module == "modality"
+
+    told = run(tenant, "cross_modal")
+    assert told["teacher_copied_in"] == "modality" and told["rejected"] == {"copies_content": COPIES_TO_CONFIRM}
+    # Probes only, no full write; a request sent twice (one item of each kind here) is asked once.
+    assert told["lm_calls"] == told["copy_probes"]
+    assert told["lm_calls"] + told["remembered_answers"] == COPIES_TO_CONFIRM
+    assert "in this tenant's modality lane" in told["stopped"]
+    assert read_copy_verdict(tenant_env.artifacts, tenant).module == "modality"  # the first stop's, kept
+
+    untold = run(other, "cross_modal")  # another tenant's content: its lane finds out for itself
+    assert untold["teacher_copied_in"] == "" and untold["rejected"] == {"copies_content": COPIES_BEFORE_STOP}
+    assert untold["lm_calls"] + untold["remembered_answers"] == COPIES_BEFORE_STOP  # one full write, 4 probes
+
+    again = run(tenant, "modality")  # the verdict's own lane is not told: it sends its first run's requests
+    assert (again["lm_calls"], again["teacher_copied_in"], again["rejected"]) == (0, "", first["rejected"])
+
+    own = "please find the night time security footage of the rear loading dock where a white van arrives"
+    teacher["lm"] = CuttingLM({"`agrees`": {"agrees": True}, LOADING_DOCK: _written(own)}, adapter=dspy.JSONAdapter())
+    writes = run(tenant, "routing")
+    assert writes["teacher_copied_in"] == "modality" and writes["generated"] == 1  # the rest are duplicates of it
+    assert read_copy_verdict(tenant_env.artifacts, tenant) is None  # the teacher can write for this tenant
+    tenant_env.artifacts.path(tenant, COPY_VERDICT_FILE).write_text("{not json")
+    assert read_copy_verdict(tenant_env.artifacts, tenant) is None
