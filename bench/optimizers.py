@@ -35,11 +35,10 @@ import pandas as pd
 from cogniverse_assets.blending import stratified_pick
 from cogniverse_assets.demo_data import load_queries
 from cogniverse_assets.fast_path import DEFAULT_LM_ACCURACY, FastPath, cascade_answers, train_fast_path
-from cogniverse_assets.modules.calibrated import CalibratedLabels
 from cogniverse_assets.modules.demos import class_medoid_demos
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec, get_module
-from cogniverse_assets.optimizers import DEMO_OPTIMIZERS, OPTIMIZERS, LMUsage, compile_module
-from cogniverse_assets.scoring import paired_comparison
+from cogniverse_assets.optimizers import DEMO_OPTIMIZERS, OPTIMIZERS, compile_module
+from cogniverse_assets.scoring import ProgramAnswers, answer_inputs, paired_comparison
 from cogniverse_resources import stack
 from cogniverse_resources.lm import LanguageModelResource
 from cogniverse_resources.paths import REPO_ROOT
@@ -56,11 +55,7 @@ class EvalSet:
 
 
 @dataclass
-class Answers:
-    labels: list[str]
-    latencies_ms: list[float]
-    lm_calls: int
-
+class Answers(ProgramAnswers):
     def correct(self, accept: list[list[str]]) -> list[bool]:
         return [label in ok for label, ok in zip(self.labels, accept)]
 
@@ -102,17 +97,9 @@ def eval_sets(spec: RoutingModuleSpec, holdout: Path | None, limit: int | None) 
 def answer_all(
     spec: RoutingModuleSpec, program: dspy.Module, lm: dspy.LM, adapter: dspy.Adapter, data: EvalSet
 ) -> Answers:
-    usage = LMUsage([lm])
-    labels, latencies = [], []
-    in_process = 0  # passes of a module answering in process, as the product's score_program counts them
-    with dspy.context(lm=lm, adapter=adapter):
-        for inputs in data.inputs:
-            started = time.perf_counter()
-            prediction = program(**inputs)
-            latencies.append((time.perf_counter() - started) * 1000)
-            labels.append(spec.label_of(prediction))
-            in_process += CalibratedLabels.own_probability(prediction) is not None
-    return Answers(labels, latencies, usage.figures()["lm_calls"] + in_process)
+    """Every query of ``data`` answered as the product's evaluation answers (no remembered answers)."""
+    answers = answer_inputs(spec, program, data.inputs, lm, adapter)
+    return Answers(answers.labels, answers.latencies_ms, answers.lm_calls)
 
 
 def cascade_figures(fast_path: FastPath | None, data: EvalSet, answers: Answers, baseline: Answers) -> dict:

@@ -9,6 +9,7 @@ above zero; and no class may lose more than ``max_class_recall_drop`` recall.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 import dspy
@@ -113,6 +114,46 @@ def score_examples(
     )
 
 
+@dataclass
+class ProgramAnswers:
+    """A program's label for each input, how long each took, and the LM calls they cost."""
+
+    labels: list[str]
+    latencies_ms: list[float]
+    lm_calls: int
+
+
+def answer_inputs(
+    spec: RoutingModuleSpec,
+    program: dspy.Module,
+    inputs: Iterable[dict],
+    lm: dspy.LM,
+    adapter: dspy.Adapter,
+    memory: AnswerMemory | None = None,
+) -> ProgramAnswers:
+    """The program's answer to each input; with ``memory``, a remembered answer instead of an LM call
+    where there is one, and every new answer remembered. LM calls count the server's calls and the
+    passes of a module that answers in process (``calibrated_state``)."""
+    usage = LMUsage([lm])
+    labels, latencies = [], []
+    in_process = 0
+    with dspy.context(lm=lm, adapter=adapter):
+        for row in inputs:
+            remembered = memory.recall(row) if memory is not None else None
+            if remembered is not None:
+                labels.append(remembered.label)
+                latencies.append(remembered.latency_ms)
+                continue
+            started = time.perf_counter()
+            prediction = program(**row)
+            latencies.append((time.perf_counter() - started) * 1000)
+            labels.append(spec.label_of(prediction))
+            in_process += CalibratedLabels.own_probability(prediction) is not None
+            if memory is not None:
+                memory.remember(row, labels[-1], latencies[-1])
+    return ProgramAnswers(labels, latencies, usage.figures()["lm_calls"] + in_process)
+
+
 def score_program(
     spec: RoutingModuleSpec,
     program: dspy.Module,
@@ -121,29 +162,10 @@ def score_program(
     adapter: dspy.Adapter,
     memory: AnswerMemory | None = None,
 ) -> Scores:
-    """The program's answer to every example; with ``memory``, a remembered answer instead of an LM
-    call where there is one, and every new answer remembered. LM calls count the server's calls and
-    the passes of a module that answers in process (``calibrated_state``)."""
-    usage = LMUsage([lm])
-    predicted, latencies = [], []
-    in_process = 0
-    with dspy.context(lm=lm, adapter=adapter):
-        for example in examples:
-            inputs = dict(example.inputs())
-            remembered = memory.recall(inputs) if memory is not None else None
-            if remembered is not None:
-                predicted.append(remembered.label)
-                latencies.append(remembered.latency_ms)
-                continue
-            started = time.perf_counter()
-            prediction = program(**inputs)
-            latencies.append((time.perf_counter() - started) * 1000)
-            predicted.append(spec.label_of(prediction))
-            in_process += CalibratedLabels.own_probability(prediction) is not None
-            if memory is not None:
-                memory.remember(inputs, predicted[-1], latencies[-1])
+    """The program scored on ``examples``, answered as ``answer_inputs`` does."""
+    answers = answer_inputs(spec, program, [dict(example.inputs()) for example in examples], lm, adapter, memory)
     gold = [str(getattr(example, spec.label_field)) for example in examples]
-    return score_examples(spec, gold, predicted, latencies, usage.figures()["lm_calls"] + in_process)
+    return score_examples(spec, gold, answers.labels, answers.latencies_ms, answers.lm_calls)
 
 
 @dataclass
