@@ -29,7 +29,7 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dagster as dg
-from private_phoenix import lane_resources, private_phoenix
+from private_phoenix import local_lane_stack, materialized_figures
 
 from cogniverse_assets.answer_memory import ANSWERS_FOLDER
 from cogniverse_assets.assets.evaluation import evaluation_assets
@@ -41,9 +41,7 @@ from cogniverse_assets.modules.demos import class_medoid_demos
 from cogniverse_assets.modules.registry import get_module
 from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets.traffic import emit_traffic
-from cogniverse_resources import stack
 from cogniverse_resources.artifacts import ArtifactStore
-from cogniverse_resources.lm import LanguageModelResource
 from cogniverse_resources.phoenix import PhoenixResource
 
 TENANT = "bench-memory"
@@ -71,8 +69,9 @@ def store_candidate(artifacts: ArtifactStore, version: str, per_label: int) -> N
     artifacts.write_json(artifacts.path(TENANT, SPEC.name, "modules", "candidate.json"), {"version": version})
 
 
-def measure(root: Path, phoenix: PhoenixResource, instance: dg.DagsterInstance, traces: int, more: int) -> list:
-    resources = lane_resources(root, phoenix, LanguageModelResource.from_env())
+def measure(
+    root: Path, phoenix: PhoenixResource, instance: dg.DagsterInstance, resources: dict, traces: int, more: int
+) -> list:
     resources["config_store"].store().add(TENANT, use_synthetic_data=False)
     artifacts = resources["artifacts"]
     answers = Path(str(artifacts.path(TENANT, SPEC.name, ANSWERS_FOLDER)))
@@ -90,8 +89,7 @@ def measure(root: Path, phoenix: PhoenixResource, instance: dg.DagsterInstance, 
             raise_on_error=False,  # a blocked promotion gate fails the run; the figures are written
         )
         seconds = time.perf_counter() - started
-        (event,) = result.asset_materializations_for_node(evaluation_assets[0].op.name)
-        figures = {name: value.value for name, value in event.metadata.items()}
+        figures = materialized_figures(result, evaluation_assets[0])
         rows.append(
             (
                 situation,
@@ -137,10 +135,8 @@ def main() -> int:
     parser.add_argument("--more", type=int, default=30)
     args = parser.parse_args()
 
-    with private_phoenix("bench-memory-") as (root, phoenix), stack.private_lm_server(root / "lm"):
-        (root / "dagster").mkdir()
-        with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
-            rows = measure(root, phoenix, instance, args.traces, args.more)
+    with local_lane_stack("bench-memory-") as (root, phoenix, instance, resources):
+        rows = measure(root, phoenix, instance, resources, args.traces, args.more)
 
     print(f"\nmodality evaluation, {os.cpu_count()} cores, the local LM")
     print("| situation | arm | validation n | LM calls | remembered | seconds | candidate acc | deployed acc |")

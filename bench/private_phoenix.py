@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
+import dagster as dg
+
 from cogniverse_resources import stack
 from cogniverse_resources.artifacts import ArtifactStore, DSPyModuleIOManager
 from cogniverse_resources.config_store import ConfigStoreResource
@@ -65,6 +67,23 @@ def lane_resources(root: Path, phoenix: PhoenixResource, lm: LanguageModelResour
         "content": ContentBackendResource(vespa_url=""),
         "dspy_module_io_manager": DSPyModuleIOManager(root=artifacts.root),
     }
+
+
+@contextmanager
+def local_lane_stack(prefix: str) -> Iterator[tuple[Path, PhoenixResource, dg.DagsterInstance, dict]]:
+    """What a bench that runs lanes on the local LM needs, under one new temp folder: a private
+    Phoenix, the project's LM server, a Dagster instance and ``lane_resources`` for them; yields
+    (folder, phoenix, instance, resources)."""
+    with private_phoenix(prefix) as (root, phoenix), stack.private_lm_server(root / "lm"):
+        (root / "dagster").mkdir()
+        with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
+            yield root, phoenix, instance, lane_resources(root, phoenix, LanguageModelResource.from_env())
+
+
+def materialized_figures(result: dg.ExecuteInJobResult, asset: dg.AssetsDefinition) -> dict:
+    """The metadata values of ``asset``'s one materialization in ``result``."""
+    (event,) = result.asset_materializations_for_node(asset.op.name)
+    return {name: value.value for name, value in event.metadata.items()}
 
 
 @contextmanager

@@ -25,15 +25,13 @@ import time
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dagster as dg
-from private_phoenix import lane_resources, private_phoenix
+from private_phoenix import local_lane_stack, materialized_figures
 
 from cogniverse_assets.assets.routing_traces import routing_traces_assets
 from cogniverse_assets.assets.synthetic_examples import COPY_VERDICT_FILE, synthetic_examples_assets
 from cogniverse_assets.modules.registry import ROUTING_MODULES
 from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets.traffic import emit_traffic
-from cogniverse_resources import stack
-from cogniverse_resources.lm import LanguageModelResource
 
 TENANTS = {"told": "bench-verdict-told", "alone": "bench-verdict-alone"}
 
@@ -45,48 +43,44 @@ def main() -> int:
     args = parser.parse_args()
 
     rows = []
-    with private_phoenix("bench-verdict-") as (root, phoenix), stack.private_lm_server(root / "lm"):
-        (root / "dagster").mkdir()
-        with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
-            resources = lane_resources(root, phoenix, LanguageModelResource.from_env())
-            artifacts = resources["artifacts"]
-            for tenant in TENANTS.values():
-                resources["config_store"].store().add(tenant)
-                emit_traffic(phoenix, tenant, n=args.traces, feedback_rate=args.feedback_rate, seed=11, progress=False)
-            instance.add_dynamic_partitions(tenants_partitions.name, list(TENANTS.values()))
+    with local_lane_stack("bench-verdict-") as (_, phoenix, instance, resources):
+        artifacts = resources["artifacts"]
+        for tenant in TENANTS.values():
+            resources["config_store"].store().add(tenant)
+            emit_traffic(phoenix, tenant, n=args.traces, feedback_rate=args.feedback_rate, seed=11, progress=False)
+        instance.add_dynamic_partitions(tenants_partitions.name, list(TENANTS.values()))
 
-            def run(module: str, arm: str) -> None:
-                tenant = TENANTS[arm]
-                if arm == "alone":
-                    artifacts.path(tenant, COPY_VERDICT_FILE).unlink(missing_ok=True)
-                index = list(ROUTING_MODULES).index(module)
-                synthetic = synthetic_examples_assets[index]
-                started = time.perf_counter()
-                lane = [routing_traces_assets[index], synthetic]
-                result = dg.materialize(lane, partition_key=tenant, instance=instance, resources=resources)
-                seconds = time.perf_counter() - started
-                (event,) = result.asset_materializations_for_node(synthetic.op.name)
-                figures = {name: value.value for name, value in event.metadata.items()}
-                ending = "stopped" if figures.get("stopped") else figures["reason"]
-                told = figures.get("teacher_copied_in") or "-"
-                rows.append(
-                    (
-                        module,
-                        arm,
-                        told,
-                        figures.get("generation_seconds", 0.0),
-                        figures["lm_calls"],
-                        figures.get("copy_probes", 0),
-                        figures["generated"],
-                        seconds,
-                        f"{ending}; rejected {figures.get('rejected')}",
-                    )
+        def run(module: str, arm: str) -> None:
+            tenant = TENANTS[arm]
+            if arm == "alone":
+                artifacts.path(tenant, COPY_VERDICT_FILE).unlink(missing_ok=True)
+            index = list(ROUTING_MODULES).index(module)
+            synthetic = synthetic_examples_assets[index]
+            started = time.perf_counter()
+            lane = [routing_traces_assets[index], synthetic]
+            result = dg.materialize(lane, partition_key=tenant, instance=instance, resources=resources)
+            seconds = time.perf_counter() - started
+            figures = materialized_figures(result, synthetic)
+            ending = "stopped" if figures.get("stopped") else figures["reason"]
+            told = figures.get("teacher_copied_in") or "-"
+            rows.append(
+                (
+                    module,
+                    arm,
+                    told,
+                    figures.get("generation_seconds", 0.0),
+                    figures["lm_calls"],
+                    figures.get("copy_probes", 0),
+                    figures["generated"],
+                    seconds,
+                    f"{ending}; rejected {figures.get('rejected')}",
                 )
-                print(rows[-1], flush=True)
+            )
+            print(rows[-1], flush=True)
 
-            for module in ROUTING_MODULES:
-                for arm in TENANTS:
-                    run(module, arm)
+        for module in ROUTING_MODULES:
+            for arm in TENANTS:
+                run(module, arm)
 
     print(f"\nsynthetic stage, {os.cpu_count()} cores, the local LM as teacher, the bundled catalog")
     print("| module | arm | told by | generation s | LM calls | of them probes | kept | stages s | how it ended |")

@@ -26,15 +26,13 @@ import time
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import dagster as dg
-from private_phoenix import lane_resources, private_phoenix
+from private_phoenix import local_lane_stack, materialized_figures
 
 from cogniverse_assets.assets.routing_traces import routing_traces_assets
 from cogniverse_assets.assets.synthetic_examples import TEACHER_ANSWERS_FILE, synthetic_examples_assets
 from cogniverse_assets.modules.registry import ROUTING_MODULES
 from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets.traffic import emit_traffic
-from cogniverse_resources import stack
-from cogniverse_resources.lm import LanguageModelResource
 
 TENANT = "bench-teacher"
 
@@ -47,48 +45,44 @@ def main() -> int:
     args = parser.parse_args()
 
     rows = []
-    with private_phoenix("bench-teacher-") as (root, phoenix), stack.private_lm_server(root / "lm"):
-        (root / "dagster").mkdir()
-        with dg.instance_for_test(temp_dir=str(root / "dagster")) as instance:
-            resources = lane_resources(root, phoenix, LanguageModelResource.from_env())
-            resources["config_store"].store().add(TENANT)
-            artifacts = resources["artifacts"]
-            instance.add_dynamic_partitions(tenants_partitions.name, [TENANT])
+    with local_lane_stack("bench-teacher-") as (_, phoenix, instance, resources):
+        resources["config_store"].store().add(TENANT)
+        artifacts = resources["artifacts"]
+        instance.add_dynamic_partitions(tenants_partitions.name, [TENANT])
 
-            def run(module: str, situation: str, arm: str) -> None:
-                index = list(ROUTING_MODULES).index(module)
-                synthetic = synthetic_examples_assets[index]
-                started = time.perf_counter()
-                result = dg.materialize(
-                    [routing_traces_assets[index], synthetic],
-                    partition_key=TENANT,
-                    instance=instance,
-                    resources=resources,
-                )
-                seconds = time.perf_counter() - started
-                (event,) = result.asset_materializations_for_node(synthetic.op.name)
-                figures = {name: value.value for name, value in event.metadata.items()}
-                synthetic_seconds = figures.get("generation_seconds", 0.0)
-                ending = "stopped" if figures.get("stopped") else figures["reason"]
-                ended = f"{ending}; rejected {figures.get('rejected')}"
-                remembered = figures.get("remembered_answers", 0)
-                row = (module, situation, arm, synthetic_seconds, figures["lm_calls"], remembered, figures["generated"])
-                rows.append((*row, seconds, ended))
-                print(rows[-1], flush=True)
+        def run(module: str, situation: str, arm: str) -> None:
+            index = list(ROUTING_MODULES).index(module)
+            synthetic = synthetic_examples_assets[index]
+            started = time.perf_counter()
+            result = dg.materialize(
+                [routing_traces_assets[index], synthetic],
+                partition_key=TENANT,
+                instance=instance,
+                resources=resources,
+            )
+            seconds = time.perf_counter() - started
+            figures = materialized_figures(result, synthetic)
+            synthetic_seconds = figures.get("generation_seconds", 0.0)
+            ending = "stopped" if figures.get("stopped") else figures["reason"]
+            ended = f"{ending}; rejected {figures.get('rejected')}"
+            remembered = figures.get("remembered_answers", 0)
+            row = (module, situation, arm, synthetic_seconds, figures["lm_calls"], remembered, figures["generated"])
+            rows.append((*row, seconds, ended))
+            print(rows[-1], flush=True)
 
-            def traffic(n: int, seed: int) -> None:
-                emit_traffic(phoenix, TENANT, n=n, feedback_rate=args.feedback_rate, seed=seed, progress=False)
+        def traffic(n: int, seed: int) -> None:
+            emit_traffic(phoenix, TENANT, n=n, feedback_rate=args.feedback_rate, seed=seed, progress=False)
 
-            traffic(args.traces, seed=11)
-            for module in ROUTING_MODULES:
-                run(module, "first", "-")
-            traffic(args.more, seed=12)
-            for module in ROUTING_MODULES:
-                run(module, "later run", "with the answers")
-                answers = artifacts.path(TENANT, module, TEACHER_ANSWERS_FILE)
-                if answers.exists():
-                    answers.unlink()
-                    run(module, "later run", "answers deleted")
+        traffic(args.traces, seed=11)
+        for module in ROUTING_MODULES:
+            run(module, "first", "-")
+        traffic(args.more, seed=12)
+        for module in ROUTING_MODULES:
+            run(module, "later run", "with the answers")
+            answers = artifacts.path(TENANT, module, TEACHER_ANSWERS_FILE)
+            if answers.exists():
+                answers.unlink()
+                run(module, "later run", "answers deleted")
 
     print(f"\nsynthetic stage, {os.cpu_count()} cores, the local LM as teacher, the bundled catalog")
     print("| module | run | arm | generation s | LM calls | remembered | kept | stages s | how it ended |")
