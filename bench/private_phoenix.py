@@ -80,7 +80,7 @@ def local_lane_stack(prefix: str) -> Iterator[tuple[Path, PhoenixResource, dg.Da
             yield root, phoenix, instance, lane_resources(root, phoenix, LanguageModelResource.from_env())
 
 
-def materialized_figures(result: dg.ExecuteInJobResult, asset: dg.AssetsDefinition) -> dict:
+def materialized_figures(result: dg.ExecuteInProcessResult, asset: dg.AssetsDefinition) -> dict:
     """The metadata values of ``asset``'s one materialization in ``result``."""
     (event,) = result.asset_materializations_for_node(asset.op.name)
     return {name: value.value for name, value in event.metadata.items()}
