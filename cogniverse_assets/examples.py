@@ -40,6 +40,7 @@ EXAMPLE_COLUMNS = [
     "satisfaction",
     "status",
     "module_version",
+    "router_program_key",
     "label",
     "provenance",
     "label_score",
@@ -113,6 +114,7 @@ def parse_span(span: Mapping[str, Any], spec: RoutingModuleSpec) -> dict:
     start_time = span.get("start_time")
     if not isinstance(start_time, str):
         raise Malformed("span has no start_time")
+    program_key = _program_key(attributes)
     return {
         "span_id": span_id,
         "trace_id": str(context.get("trace_id") or ""),
@@ -128,10 +130,25 @@ def parse_span(span: Mapping[str, Any], spec: RoutingModuleSpec) -> dict:
         "satisfaction": satisfaction,
         "status": str(span.get("status_code") or "UNSET"),
         "module_version": str(attributes.get(tc.MODULE_VERSION) or ""),
+        # Only an LM-path answer is a program's answer (a fast-path one is the classifier's).
+        "router_program_key": program_key if router_label is not None and attributes.get(tc.PATH) != "fast" else None,
         "label": None,
         "provenance": "unlabeled",
         "label_score": None,
     }
+
+
+def _program_key(attributes: Mapping[str, Any]) -> str | None:
+    value = attributes.get(tc.PROGRAM_KEY)
+    if value is None:
+        return None
+    if not (
+        isinstance(value, str)
+        and len(value) == tc.PROGRAM_KEY_CHARS
+        and all(character in "0123456789abcdef" for character in value)
+    ):
+        raise Malformed(f"{tc.PROGRAM_KEY} is not {tc.PROGRAM_KEY_CHARS} lowercase hex characters")
+    return value
 
 
 def raw_excerpt(span: Any) -> str:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 import dspy
 
+from cogniverse_assets.answer_memory import program_key
 from cogniverse_assets.fast_path import FastPath
 from cogniverse_assets.modules.calibrated import CalibratedLabels
 from cogniverse_assets.modules.registry import RoutingModuleSpec, get_module
@@ -69,6 +71,9 @@ class RoutedAnswer:
     # in for it).
     confidence: float | None
     prediction: dspy.Prediction
+    # On the LM path, the router's ``program_key``: what the span records so that an evaluation of
+    # the same program can take this answer as its own (``routing.program_key``).
+    program_key: str | None = None
 
 
 @dataclass
@@ -85,6 +90,11 @@ class Router:
     def is_fallback(self) -> bool:
         return self.version == UNOPTIMIZED_VERSION
 
+    @cached_property
+    def program_key(self) -> str:
+        """What decides the LM path's answer besides the inputs (``answer_memory.program_key``)."""
+        return program_key(self.spec, self.program, self.lm, self.adapter)
+
     def answer(self, row: dict) -> RoutedAnswer:
         inputs = self.spec.inputs(row)
         if self.fast_path is not None:
@@ -97,7 +107,7 @@ class Router:
         confidence = CalibratedLabels.own_probability(prediction)
         if confidence is None and self.fast_path is not None and label in self.fast_path.classes:
             confidence = float(self.fast_path.probabilities([inputs])[0][self.fast_path.classes.index(label)])
-        return RoutedAnswer(label, "lm", confidence, prediction)
+        return RoutedAnswer(label, "lm", confidence, prediction, self.program_key)
 
     def route(self, row: dict) -> dspy.Prediction:
         return self.answer(row).prediction

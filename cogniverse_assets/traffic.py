@@ -21,6 +21,9 @@ from tqdm import tqdm
 
 from cogniverse_assets.demo_data import load_queries
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec
+from cogniverse_resources.artifacts import ArtifactStore
+from cogniverse_resources.config_store import TenantConfigStore
+from cogniverse_resources.lm import LanguageModelResource
 from cogniverse_resources.phoenix import PhoenixResource
 from cogniverse_resources.tracer import Feedback, RoutingDecision, RoutingTracer
 
@@ -48,6 +51,7 @@ class RoutingChoice:
     confidence: float | None
     module_version: str
     path: str = "lm"
+    program_key: str | None = None
 
 
 Decide = Callable[[RoutingModuleSpec, dict], RoutingChoice]
@@ -66,16 +70,24 @@ def noisy_router(accuracy: float, rng: random.Random) -> Decide:
     return decide
 
 
-def deployed_router_decider(tenant_id: str) -> Decide:
-    """A decider that asks the tenant's deployed routers (the fast path, else real LM calls)."""
+def deployed_router_decider(
+    tenant_id: str,
+    lm: LanguageModelResource | None = None,
+    store: TenantConfigStore | None = None,
+    artifacts: ArtifactStore | None = None,
+) -> Decide:
+    """A decider that asks the tenant's deployed routers (the fast path, else real LM calls); the LM,
+    config store and artifacts default to the environment's, as ``load_router``'s do."""
     from cogniverse_assets.runtime import Router, load_router  # the runtime loads the LM stack: only on demand
 
     routers: dict[str, Router] = {}
 
     def decide(spec: RoutingModuleSpec, row: dict) -> RoutingChoice:
-        router = routers.get(spec.name) or routers.setdefault(spec.name, load_router(tenant_id, spec.name))
+        router = routers.get(spec.name) or routers.setdefault(
+            spec.name, load_router(tenant_id, spec.name, lm, store, artifacts)
+        )
         answer = router.answer(row)
-        return RoutingChoice(answer.label, answer.confidence, router.version, answer.path)
+        return RoutingChoice(answer.label, answer.confidence, router.version, answer.path, answer.program_key)
 
     return decide
 
@@ -134,6 +146,7 @@ def emit_traffic(
                     label=label,
                     confidence=None if choice.confidence is None else round(choice.confidence, 4),
                     path=choice.path,
+                    program_key=choice.program_key,
                     processing_time_ms=round(elapsed_ms, 3),
                     module_version=choice.module_version,
                     detected_modalities=row.get("detected_modalities") or (),

@@ -33,6 +33,11 @@ PATH: Final = "routing.path"  # "fast" (distilled classifier) or "lm" (the DSPy 
 ROUTING_PATHS: Final = ("fast", "lm")
 PROCESSING_TIME_MS: Final = "routing.processing_time"
 MODULE_VERSION: Final = "routing.module_version"
+# On the LM path: the fingerprint of what decided the answer besides the inputs (the LM, its adapter
+# and prompt layout, the program's state). The evaluation takes a span's answer as that program's
+# own answer only under the same key (cogniverse_assets/answer_memory.py).
+PROGRAM_KEY: Final = "routing.program_key"
+PROGRAM_KEY_CHARS: Final = 64  # a sha256 hex digest
 TENANT_ID: Final = "tenant.id"
 AGENT_SUCCESS: Final = "agent.success"
 AGENT_RESULT_COUNT: Final = "agent.result_count"

@@ -33,6 +33,8 @@ class RoutingDecision:
     processing_time_ms: float
     module_version: str
     path: str = "lm"
+    # The runtime's ``Router.program_key`` on the LM path (None: not recorded).
+    program_key: str | None = None
     detected_modalities: Sequence[str] = ()
     entities: Sequence[str] = ()
     success: bool | None = None
@@ -54,6 +56,8 @@ class RoutingDecision:
         }
         if self.confidence is not None:
             attributes[tc.CONFIDENCE] = float(self.confidence)
+        if self.program_key is not None and self.path == "lm":
+            attributes[tc.PROGRAM_KEY] = self.program_key
         if self.module == "cross_modal":
             attributes[tc.NEEDS_FUSION] = self.label != "none"
         if self.detected_modalities:

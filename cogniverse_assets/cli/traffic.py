@@ -89,6 +89,7 @@ def cmd_route(args: argparse.Namespace) -> int:
                 label=label,
                 confidence=answer.confidence,
                 path=answer.path,
+                program_key=answer.program_key,
                 processing_time_ms=elapsed_ms,
                 module_version=router.version,
                 detected_modalities=row["detected_modalities"],

@@ -64,6 +64,8 @@ def attributes(module: str):
         tc.DETECTED_MODALITIES: mostly(st.lists(st.sampled_from(tc.MODALITIES), max_size=4), string_list),
         tc.ENTITIES: mostly(st.lists(st.text(max_size=30), max_size=5), string_list),
         tc.MODULE_VERSION: mostly(st.text(max_size=40)),
+        tc.PATH: mostly(st.sampled_from(tc.ROUTING_PATHS)),
+        tc.PROGRAM_KEY: mostly(st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)),
     }
     return st.one_of(
         st.fixed_dictionaries(core, optional=fields), st.fixed_dictionaries({}, optional={**core, **fields})
@@ -112,7 +114,28 @@ def test_hostile_spans_are_parsed_or_quarantined_and_counts_add_up(module, data)
         assert row["label"] is None or row["label"] in spec.labels
         assert isinstance(row["query"], str) and 0 < len(row["query"]) <= tc.MAX_QUERY_CHARS
         json.dumps(row["detected_modalities"]), json.dumps(row["entities"])
+        # A program key is kept only beside an LM-path answer of the router.
+        assert row["router_program_key"] is None or (
+            len(row["router_program_key"]) == tc.PROGRAM_KEY_CHARS and row["router_label"] in spec.labels
+        )
     for row in quarantine.to_dict("records"):
         assert row["reason"] and len(row["raw"]) <= MAX_RAW_CHARS and isinstance(row["span_id"], str)
     assert len(table) + len(quarantine) == len(page)
     event(f"{'some' if labeled else 'no'} examples, {'some' if len(quarantine) else 'no'} quarantined")
+
+
+def test_a_program_key_is_kept_beside_an_lm_path_answer_only():
+    spec = ROUTING_MODULES["modality"]
+    key = "0123456789abcdef" * 4
+
+    def parsed(**extra):
+        attributes = {tc.MODULE: "modality", tc.QUERY: "a podcast", tc.MODALITY: "audio", **extra}
+        span = {"context": {"span_id": "a" * 16}, "attributes": attributes, "start_time": "2026-11-26T10:00:00+00:00"}
+        examples, rejected = parse_page([span], spec)
+        return examples[0]["router_program_key"] if examples else rejected[0]["reason"]
+
+    assert parsed(**{tc.PROGRAM_KEY: key, tc.PATH: "lm"}) == key
+    assert parsed(**{tc.PROGRAM_KEY: key}) == key  # routers from before routing.path answered with the LM
+    assert parsed(**{tc.PROGRAM_KEY: key, tc.PATH: "fast"}) is None
+    assert parsed(**{tc.PATH: "lm"}) is None
+    assert "routing.program_key" in parsed(**{tc.PROGRAM_KEY: key.upper()})

@@ -41,6 +41,10 @@ def test_attributes_cover_the_contract():
     assert cross[tc.FUSION_STRATEGY] == "rrf" and cross[tc.NEEDS_FUSION] is True
     with pytest.raises(ValueError, match="unknown routing module"):
         _decision(module="vibes").attributes("acme")
+    key = "ab" * 32
+    assert _decision(program_key=key).attributes("acme")[tc.PROGRAM_KEY] == key
+    assert tc.PROGRAM_KEY not in _decision(program_key=key, path="fast").attributes("acme")
+    assert tc.PROGRAM_KEY not in _decision().attributes("acme")
 
 
 def test_project_name_uses_prefix(monkeypatch):
