@@ -13,7 +13,13 @@ evaluations left and with it cleared; the accuracies of both arms are printed be
 a check that remembering changes the cost and nothing else. Candidates are class-medoid demos from
 the tenant's own training split (1, 2, 3 per label), so each is another program.
 
-    .venv/bin/python bench/evaluation_memory.py [--traces 60] [--more 30]
+With ``--served`` the traces are answered by the tenant's deployed (unoptimized) router on the
+real LM, as in production, and only the first evaluation runs, three times on the same state with
+nothing remembered: taking the answers the spans recorded under the deployed program's key, with
+the key left out of the training set (as for traffic from a router that does not record it), and
+taking them again (the first run in a process pays one-time costs the others do not).
+
+    .venv/bin/python bench/evaluation_memory.py [--traces 60] [--more 30] [--served]
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from cogniverse_assets.assets.training_set import TRAINING_SET_TABLE, training_s
 from cogniverse_assets.modules.demos import class_medoid_demos
 from cogniverse_assets.modules.registry import get_module
 from cogniverse_assets.partitions import tenants_partitions
-from cogniverse_assets.traffic import emit_traffic
+from cogniverse_assets.traffic import deployed_router_decider, emit_traffic
 from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.phoenix import PhoenixResource
 
@@ -70,7 +76,13 @@ def store_candidate(artifacts: ArtifactStore, version: str, per_label: int) -> N
 
 
 def measure(
-    root: Path, phoenix: PhoenixResource, instance: dg.DagsterInstance, resources: dict, traces: int, more: int
+    root: Path,
+    phoenix: PhoenixResource,
+    instance: dg.DagsterInstance,
+    resources: dict,
+    traces: int,
+    more: int,
+    served: bool = False,
 ) -> list:
     resources["config_store"].store().add(TENANT, use_synthetic_data=False)
     artifacts = resources["artifacts"]
@@ -97,6 +109,7 @@ def measure(
                 figures["validation_size"],
                 figures["lm_calls"],
                 figures["remembered_answers"],
+                figures["answers_taken_from_serving"],
                 seconds,
                 figures["candidate_accuracy"],
                 figures["deployed_accuracy"],
@@ -115,10 +128,28 @@ def measure(
         shutil.move(after, answers)
 
     def add_traffic(n: int, seed: int) -> None:
-        emit_traffic(phoenix, TENANT, n=n, feedback_rate=1.0, seed=seed, progress=False, modules=[SPEC.name])
+        decide = (
+            deployed_router_decider(TENANT, resources["lm"], resources["config_store"].store(), artifacts)
+            if served
+            else None
+        )
+        emit_traffic(
+            phoenix, TENANT, n=n, feedback_rate=1.0, seed=seed, progress=False, modules=[SPEC.name], decide=decide
+        )
         dg.materialize(DATA_STAGES, partition_key=TENANT, instance=instance, resources=resources)
 
     add_traffic(traces, seed=7)
+    if served:
+        # Taken, without, taken again: each from nothing remembered. The first evaluation in the
+        # process also pays one-time costs (imports, the Phoenix dataset), which the third does not.
+        store_candidate(artifacts, "c1", per_label=1)
+        table = artifacts.read_table(TENANT, SPEC.name, TRAINING_SET_TABLE)
+        for arm, keys in (("served answers taken", True), ("without", False), ("served answers taken", True)):
+            stored = table if keys else table.assign(router_program_key=None)
+            artifacts.write_table(TENANT, SPEC.name, TRAINING_SET_TABLE, stored)
+            evaluate("first, traffic from the deployed router", arm)
+            shutil.rmtree(answers)
+        return rows
     store_candidate(artifacts, "c1", per_label=1)
     evaluate("first", "nothing remembered")
     store_candidate(artifacts, "c2", per_label=2)
@@ -133,17 +164,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traces", type=int, default=60)
     parser.add_argument("--more", type=int, default=30)
+    parser.add_argument("--served", action="store_true", help="traces answered by the deployed router on the LM")
     args = parser.parse_args()
 
     with local_lane_stack("bench-memory-") as (root, phoenix, instance, resources):
-        rows = measure(root, phoenix, instance, resources, args.traces, args.more)
+        rows = measure(root, phoenix, instance, resources, args.traces, args.more, args.served)
 
     print(f"\nmodality evaluation, {os.cpu_count()} cores, the local LM")
-    print("| situation | arm | validation n | LM calls | remembered | seconds | candidate acc | deployed acc |")
-    print("|---|---|---|---|---|---|---|---|")
-    for situation, arm, n, calls, remembered, seconds, candidate, deployed in rows:
+    print(
+        "| situation | arm | validation n | LM calls | remembered | taken from serving | seconds | candidate acc "
+        "| deployed acc |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for situation, arm, n, calls, remembered, taken, seconds, candidate, deployed in rows:
         print(
-            f"| {situation} | {arm} | {n} | {calls} | {remembered} | {seconds:.1f} | {candidate:.3f} | {deployed:.3f} |"
+            f"| {situation} | {arm} | {n} | {calls} | {remembered} | {taken} | {seconds:.1f} | {candidate:.3f} "
+            f"| {deployed:.3f} |"
         )
     return 0
 

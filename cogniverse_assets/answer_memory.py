@@ -12,13 +12,21 @@ The answers are stored per version under the module's artifacts (``answers/<vers
 the latency the call took, so that a remembered answer reports the latency it was measured with.
 Only the last evaluation's two versions are kept: one of them is the next evaluation's deployed side
 (after a rollback to an older version, its answers are asked for again).
+
+A validation example comes from a span, and the router that answered it in production records its
+program key on the LM path (``routing.program_key``). Where that key is this memory's, the span's
+answer is the version's own answer, given where it is served: the memory takes it (``take_served``)
+instead of asking the LM the same question again. So an evaluation's deployed side costs LM calls
+only on examples the deployed router did not answer itself with the LM (fast-path answers, traffic
+from an earlier version or from another LM).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import dspy
@@ -35,6 +43,16 @@ ANSWERS_FOLDER = "answers"
 class RememberedAnswer:
     label: str
     latency_ms: float
+
+
+@dataclass(frozen=True)
+class ServedAnswer:
+    """A router's LM-path answer as its span recorded it: the label, the router's latency and the
+    program key it answered under."""
+
+    label: str
+    latency_ms: float
+    program_key: str
 
 
 def fingerprint(payload: object) -> str:
@@ -61,6 +79,7 @@ class AnswerMemory:
     key: str
     answers: dict[str, RememberedAnswer] = field(default_factory=dict)
     recalled: int = 0
+    taken_from_serving: int = 0
 
     @classmethod
     def open(
@@ -97,11 +116,42 @@ class AnswerMemory:
     def remember(self, inputs: Mapping[str, object], label: str, latency_ms: float) -> None:
         self.answers[self.example_key(inputs)] = RememberedAnswer(label, round(latency_ms, 3))
 
+    def take_served(self, inputs: Sequence[Mapping[str, object]], served: Sequence[ServedAnswer | None]) -> int:
+        """Remember each served answer whose program key is this memory's, where nothing is
+        remembered for its inputs yet; returns how many were taken."""
+        taken = 0
+        for example_inputs, answer in zip(inputs, served, strict=True):
+            if answer is None or answer.program_key != self.key:
+                continue
+            example = self.example_key(example_inputs)
+            if example not in self.answers:
+                self.answers[example] = RememberedAnswer(answer.label, round(answer.latency_ms, 3))
+                taken += 1
+        self.taken_from_serving += taken
+        return taken
+
     def save(self, artifacts: ArtifactStore) -> None:
         artifacts.write_json(
             self.path,
             {"key": self.key, "answers": {example: asdict(answer) for example, answer in self.answers.items()}},
         )
+
+
+def served_answers(spec: RoutingModuleSpec, rows: Iterable[Mapping[str, object]]) -> list[ServedAnswer | None]:
+    """Per training-set row (``router_label``, ``router_program_key``, ``processing_time_ms``), the
+    LM-path answer its span recorded, or None where the span recorded none that is complete."""
+    answers: list[ServedAnswer | None] = []
+    for row in rows:
+        label, key, latency = row.get("router_label"), row.get("router_program_key"), row.get("processing_time_ms")
+        complete = (
+            isinstance(label, str)
+            and label in spec.labels
+            and isinstance(key, str)
+            and isinstance(latency, (int, float))
+            and math.isfinite(latency)
+        )
+        answers.append(ServedAnswer(label, float(latency), key) if complete else None)
+    return answers
 
 
 def forget_other_versions(artifacts: ArtifactStore, tenant_id: str, module: str, keep: set[str]) -> list[str]:

@@ -2,7 +2,8 @@
 
 Reads the candidate module version and the training set's validation split (which no optimizer
 saw); scores the candidate and the deployed module (or the unoptimized one) on the same split,
-asking the LM only about examples that version has not answered before (``answer_memory.py``);
+asking the LM only about examples that version has not answered before, in an evaluation or in
+production under the same program key (``answer_memory.py``);
 writes ``evaluation.json``, a confusion-matrix image and an accuracy-over-versions plot, logs the
 split as a Phoenix dataset and one experiment per module, and appends the outcome to the
 optimization history.
@@ -19,7 +20,7 @@ from datetime import datetime, timezone
 import dagster as dg
 from upath import UPath
 
-from cogniverse_assets.answer_memory import AnswerMemory, forget_other_versions
+from cogniverse_assets.answer_memory import AnswerMemory, forget_other_versions, served_answers
 from cogniverse_assets.assets.lane import EXTERNAL_CALL_RETRY, lane_asset, stage_key, tenant_config
 from cogniverse_assets.assets.training_set import TRAINING_SET_TABLE, validation_source_of
 from cogniverse_assets.history import append_outcome, read_history
@@ -89,11 +90,13 @@ def build_evaluation(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         deployed = deployed_module(config_store.store(), artifacts, config.tenant_id, spec)
         deployed_version = deployed.version
         new = module_from_payload(spec, candidate)
+        served = served_answers(spec, validation.to_dict("records"))
         runs, memories = [], []
         for side_version, side in ((version.version, new), (deployed_version, deployed)):
             # Each side with the prompt layout it is (or would be) served with.
             adapter = lm.adapter(side.prompt_layout)
             memory = AnswerMemory.open(artifacts, config.tenant_id, spec, side_version, side.program, student, adapter)
+            memory.take_served([dict(example.inputs()) for example in examples], served)
             runs.append(score_cascade(spec, side.program, side.fast_path, examples, student, adapter, memory=memory))
             memory.save(artifacts)
             memories.append(memory)
@@ -186,6 +189,7 @@ def build_evaluation(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
                 "validation_size": len(validation),
                 "lm_calls": candidate_scores.lm_calls + deployed_scores.lm_calls,
                 "remembered_answers": sum(memory.recalled for memory in memories),
+                "answers_taken_from_serving": sum(memory.taken_from_serving for memory in memories),
                 "confusion_matrices": dg.MetadataValue.md(markdown_image(confusion, "candidate and deployed")),
                 "accuracy_over_versions": dg.MetadataValue.md(markdown_image(versions_plot, "accuracy over versions")),
                 "confusion_matrix_file": dg.MetadataValue.path(str(confusion_path)),

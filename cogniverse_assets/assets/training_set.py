@@ -18,7 +18,8 @@ from cogniverse_resources.artifacts import ArtifactStore
 from cogniverse_resources.config_store import ConfigStoreResource
 
 TRAINING_SET_TABLE = "training_set"
-# router_label: what the deployed router answered in production (real evidence of the LM module's accuracy)
+# router_label: what the deployed router answered in production (real evidence of the LM module's accuracy);
+# with router_program_key (on the LM path) and its latency, the evaluation's answer for that program.
 TRAINING_COLUMNS = [
     "query",
     "detected_modalities",
@@ -28,6 +29,8 @@ TRAINING_COLUMNS = [
     "label_score",
     "span_id",
     "router_label",
+    "router_program_key",
+    "processing_time_ms",
 ]
 # What the validation split of a table without the column is: unknown, so never promoted on.
 UNKNOWN_VALIDATION_SOURCE = "unknown (training set written before validation_source was recorded)"

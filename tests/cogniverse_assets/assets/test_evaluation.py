@@ -18,7 +18,7 @@ from cogniverse_assets.assets.trained_module import trained_module_assets
 from cogniverse_assets.assets.training_set import training_set_assets
 from cogniverse_assets.modules.registry import get_module
 from cogniverse_assets.runtime import load_router
-from cogniverse_assets.traffic import emit_traffic
+from cogniverse_assets.traffic import deployed_router_decider, emit_traffic
 from cogniverse_resources.artifacts import DSPyModuleIOManager
 from cogniverse_resources.config_store import DeploymentRecord
 from cogniverse_resources.content import ContentBackendResource
@@ -61,10 +61,25 @@ def _store_version(env, tenant, version, demos=(), **fields):
     env.artifacts.write_json(env.artifacts.path(tenant, "modality", "modules", "candidate.json"), {"version": version})
 
 
-def _prepare(env, prefix, **settings):
+def _prepare(env, prefix, routed_by_lm=False, **settings):
+    """A tenant with 40 annotated modality spans; their answers come from a simulated router, or with
+    ``routed_by_lm`` from the tenant's own router on the real LM (as a deployed router in production)."""
     tenant = env.add(prefix, use_synthetic_data=False, **settings)
+    decide = (
+        deployed_router_decider(tenant, store=env.config_store.store(), artifacts=env.artifacts)
+        if routed_by_lm
+        else None
+    )
     emit_traffic(
-        env.phoenix, tenant, n=40, feedback_rate=1.0, accuracy=0.8, seed=31, progress=False, modules=["modality"]
+        env.phoenix,
+        tenant,
+        n=40,
+        feedback_rate=1.0,
+        accuracy=0.8,
+        seed=31,
+        progress=False,
+        modules=["modality"],
+        decide=decide,
     )
     resources = dict(
         content=ContentBackendResource(vespa_url=""),
@@ -174,3 +189,22 @@ def test_a_version_is_asked_only_about_examples_it_has_not_answered(tenant_env, 
     assert new_candidate["remembered_answers"] == size  # the deployed (unoptimized) side's
     assert size <= new_candidate["lm_calls"] < 2 * size
     assert new_candidate["deployed_accuracy"] == first["deployed_accuracy"]
+
+
+def test_the_deployed_side_takes_the_answers_its_router_gave_in_production(tenant_env, local_lm):
+    """The validation spans were answered by the deployed (unoptimized) router on the LM path, and
+    record its program key: the evaluation scores the deployed side with those answers and asks
+    the LM only for the candidate's. A key the runtime and the evaluation compute differently
+    would cost the LM calls again and fail here."""
+    tenant, resources = _prepare(tenant_env, "served", routed_by_lm=True)
+    _store_version(tenant_env, tenant, "sabotaged", SABOTAGE_DEMOS)
+    result = _gate_and_deploy(tenant_env, tenant, resources)
+    (event,) = result.asset_materializations_for_node(evaluation_assets[0].op.name)
+    size = event.metadata["validation_size"].value
+    assert size > 0 and event.metadata["answers_taken_from_serving"].value == size
+    record = tenant_env.artifacts.read_json(tenant_env.artifacts.path(tenant, "modality", EVALUATION_FILE))
+    assert record["deployed"]["lm_calls"] == 0 and record["candidate"]["lm_calls"] >= size
+    table = tenant_env.artifacts.read_table(tenant, "modality", "training_set")
+    validation = table[table["split"] == "validation"]
+    served_accuracy = float((validation["router_label"] == validation["label"]).mean())
+    assert record["deployed"]["accuracy"] == pytest.approx(served_accuracy)
