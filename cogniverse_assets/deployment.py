@@ -19,7 +19,6 @@ import os
 from typing import Mapping
 
 import dagster as dg
-from dagster_k8s import k8s_job_executor
 
 from cogniverse_resources import settings
 from cogniverse_resources.artifacts import ArtifactStore, DSPyModuleIOManager
@@ -92,6 +91,10 @@ def resources(environ: Mapping[str, str] = os.environ) -> dict:
 
 def executor(deployment: str, environ: Mapping[str, str] = os.environ) -> dg.ExecutorDefinition:
     if deployment == "k8s":
+        # Imported here: the Kubernetes client takes ~1.5 s to import, paid by every local run
+        # worker, code server and CLI call that never launches a pod.
+        from dagster_k8s import k8s_job_executor
+
         return k8s_job_executor.configured({"step_k8s_config": DEFAULT_STEP_K8S_CONFIG}, name="k8s_step_pods")
     mode = (environ.get(STEP_EXECUTION_ENV) or "multiprocess").strip()
     if mode == "in_process":
