@@ -90,13 +90,14 @@ def build_evaluation(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         deployed = deployed_module(config_store.store(), artifacts, config.tenant_id, spec)
         deployed_version = deployed.version
         new = module_from_payload(spec, candidate)
+        inputs = [dict(example.inputs()) for example in examples]
         served = served_answers(spec, validation.to_dict("records"))
         runs, memories = [], []
         for side_version, side in ((version.version, new), (deployed_version, deployed)):
             # Each side with the prompt layout it is (or would be) served with.
             adapter = lm.adapter(side.prompt_layout)
             memory = AnswerMemory.open(artifacts, config.tenant_id, spec, side_version, side.program, student, adapter)
-            memory.take_served([dict(example.inputs()) for example in examples], served)
+            memory.take_served(inputs, served)
             runs.append(score_cascade(spec, side.program, side.fast_path, examples, student, adapter, memory=memory))
             memory.save(artifacts)
             memories.append(memory)
