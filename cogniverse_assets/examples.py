@@ -142,11 +142,7 @@ def _program_key(attributes: Mapping[str, Any]) -> str | None:
     value = attributes.get(tc.PROGRAM_KEY)
     if value is None:
         return None
-    if not (
-        isinstance(value, str)
-        and len(value) == tc.PROGRAM_KEY_CHARS
-        and all(character in "0123456789abcdef" for character in value)
-    ):
+    if not isinstance(value, str) or not tc.PROGRAM_KEY_PATTERN.fullmatch(value):
         raise Malformed(f"{tc.PROGRAM_KEY} is not {tc.PROGRAM_KEY_CHARS} lowercase hex characters")
     return value
 

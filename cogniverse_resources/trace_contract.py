@@ -8,6 +8,7 @@ LLM judge attach a ``routing_feedback`` annotation whose label is the correct an
 from __future__ import annotations
 
 import os
+import re
 from typing import Final
 
 from cogniverse_resources.tenant import validate_tenant_id
@@ -38,6 +39,7 @@ MODULE_VERSION: Final = "routing.module_version"
 # own answer only under the same key (cogniverse_assets/answer_memory.py).
 PROGRAM_KEY: Final = "routing.program_key"
 PROGRAM_KEY_CHARS: Final = 64  # a sha256 hex digest
+PROGRAM_KEY_PATTERN: Final = re.compile(f"[0-9a-f]{{{PROGRAM_KEY_CHARS}}}")
 TENANT_ID: Final = "tenant.id"
 AGENT_SUCCESS: Final = "agent.success"
 AGENT_RESULT_COUNT: Final = "agent.result_count"
