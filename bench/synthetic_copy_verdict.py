@@ -28,7 +28,7 @@ import dagster as dg
 from private_phoenix import local_lane_stack, materialized_figures
 
 from cogniverse_assets.assets.routing_traces import routing_traces_assets
-from cogniverse_assets.assets.synthetic_examples import COPY_VERDICT_FILE, synthetic_examples_assets
+from cogniverse_assets.assets.synthetic_examples import synthetic_examples_assets, verdict_paths
 from cogniverse_assets.modules.registry import ROUTING_MODULES
 from cogniverse_assets.partitions import tenants_partitions
 from cogniverse_assets.traffic import emit_traffic
@@ -53,7 +53,8 @@ def main() -> int:
         def run(module: str, arm: str) -> None:
             tenant = TENANTS[arm]
             if arm == "alone":
-                artifacts.path(tenant, COPY_VERDICT_FILE).unlink(missing_ok=True)
+                for path in verdict_paths(artifacts, tenant):
+                    path.unlink(missing_ok=True)
             index = list(ROUTING_MODULES).index(module)
             synthetic = synthetic_examples_assets[index]
             started = time.perf_counter()

@@ -7,14 +7,16 @@ new makes no LM calls. The teacher's answers of the last generation are kept bes
 (``synthetic_teacher_answers.json``): a later run that sends the same requests to the same teacher
 at temperature 0, as every run does while nothing is kept, asks it only what is new. A lane stopped
 because the teacher copied its content leaves a verdict for the tenant's other lanes
-(``synthetic_teacher_verdict.json`` in the tenant's folder), which then confirm it in a request or
-two instead of five; a lane whose teacher writes an accepted request clears it.
+(``synthetic_teacher_verdict.json`` in its own folder, so lanes that stop together keep theirs),
+which then confirm it in a request or two instead of five; a lane whose teacher writes an accepted
+request clears every lane's verdict on that teacher.
 """
 
 import math
 
 import dagster as dg
 import pandas as pd
+from upath import UPath
 
 from cogniverse_assets.assets.lane import EXTERNAL_CALL_RETRY, lane_asset, tenant_config
 from cogniverse_assets.assets.routing_traces import TRACES_TABLE
@@ -36,7 +38,7 @@ from cogniverse_resources.lm import LanguageModelResource
 
 SYNTHETIC_TABLE = "synthetic_examples"
 TEACHER_ANSWERS_FILE = "synthetic_teacher_answers.json"
-COPY_VERDICT_FILE = "synthetic_teacher_verdict.json"
+COPY_VERDICT_FILE = "synthetic_teacher_verdict.json"  # in the lane's folder (earlier releases: the tenant's)
 # Some candidates fail validation; ask for a little more than the plan needs.
 GENERATION_MARGIN = 0.1
 
@@ -55,25 +57,48 @@ def read_teacher_answers(artifacts: ArtifactStore, tenant_id: str, module: str) 
         return None
 
 
-def read_copy_verdict(artifacts: ArtifactStore, tenant_id: str) -> CopyVerdict | None:
+def verdict_paths(artifacts: ArtifactStore, tenant_id: str) -> list[UPath]:
+    """Each lane's verdict file, then the tenant-level one an earlier release wrote."""
+    lanes = [artifacts.path(tenant_id, module, COPY_VERDICT_FILE) for module in ROUTING_MODULES]
+    return [*lanes, artifacts.path(tenant_id, COPY_VERDICT_FILE)]
+
+
+def read_verdict(artifacts: ArtifactStore, path: UPath) -> CopyVerdict | None:
     try:
-        return CopyVerdict.from_json(artifacts.read_json(artifacts.path(tenant_id, COPY_VERDICT_FILE)))
+        return CopyVerdict.from_json(artifacts.read_json(path))
     except ValueError:  # damaged: no verdict, as without the file
         return None
+
+
+def read_copy_verdicts(artifacts: ArtifactStore, tenant_id: str) -> list[CopyVerdict]:
+    verdicts = (read_verdict(artifacts, path) for path in verdict_paths(artifacts, tenant_id))
+    return [verdict for verdict in verdicts if verdict is not None]
+
+
+def copied_in_another_lane(verdicts: list[CopyVerdict], module: str, teacher: str) -> CopyVerdict | None:
+    """Another lane's verdict on this teacher, unless this lane has its own: its next run sends the
+    requests of the run that stopped, which the teacher's kept answers cover at no cost."""
+    on_teacher = [verdict for verdict in verdicts if verdict.teacher == teacher]
+    if any(verdict.module == module for verdict in on_teacher):
+        return None
+    return on_teacher[0] if on_teacher else None
 
 
 def update_copy_verdict(
     artifacts: ArtifactStore, tenant_id: str, module: str, teacher: str, report: GenerationReport
 ) -> None:
-    """The first lane the teacher stops by copying writes the verdict, and later stops leave it as it is:
-    its own lane's next run then sends the same requests as before, which the teacher's kept answers
-    cover. An accepted request shows that the teacher can write for this tenant, and clears it."""
-    path = artifacts.path(tenant_id, COPY_VERDICT_FILE)
-    verdict = read_copy_verdict(artifacts, tenant_id)
-    if report.accepted and verdict is not None and verdict.teacher == teacher:
-        path.unlink(missing_ok=True)
-    elif report.stopped and (verdict is None or verdict.teacher != teacher):
-        artifacts.write_json(path, CopyVerdict(teacher, module, report.consecutive_copies).to_json())
+    """A lane the teacher stops by copying writes its own verdict, kept as the first stop wrote it.
+    An accepted request shows that the teacher can write for this tenant, and clears every lane's."""
+    if report.accepted:
+        for path in verdict_paths(artifacts, tenant_id):
+            verdict = read_verdict(artifacts, path)
+            if verdict is not None and verdict.teacher == teacher:
+                path.unlink(missing_ok=True)
+        return
+    own = artifacts.path(tenant_id, module, COPY_VERDICT_FILE)
+    verdict = read_verdict(artifacts, own)
+    if report.stopped and (verdict is None or verdict.teacher != teacher):
+        artifacts.write_json(own, CopyVerdict(teacher, module, report.consecutive_copies).to_json())
 
 
 def build_synthetic_examples(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
@@ -125,9 +150,8 @@ def build_synthetic_examples(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
         teacher, adapter = lm.teacher(), lm.adapter()
         earlier = read_teacher_answers(artifacts, config.tenant_id, spec.name)
         answers = TeacherAnswers.for_teacher(teacher, adapter, earlier)
-        verdict = read_copy_verdict(artifacts, config.tenant_id)
         key = teacher_key(teacher, adapter)
-        copied_elsewhere = verdict if verdict and verdict.teacher == key and verdict.module != spec.name else None
+        copied_elsewhere = copied_in_another_lane(read_copy_verdicts(artifacts, config.tenant_id), spec.name, key)
         generator = SyntheticQueryGenerator(
             spec,
             content.backend(),

@@ -12,9 +12,11 @@ from cogniverse_assets.assets.synthetic_examples import (
     COPY_VERDICT_FILE,
     SYNTHETIC_TABLE,
     TEACHER_ANSWERS_FILE,
-    read_copy_verdict,
+    copied_in_another_lane,
+    read_copy_verdicts,
     read_teacher_answers,
     synthetic_examples_assets,
+    update_copy_verdict,
 )
 from cogniverse_assets.modules.registry import ROUTING_MODULES, get_module
 from cogniverse_assets.synthetic import (
@@ -23,6 +25,7 @@ from cogniverse_assets.synthetic import (
     COPY_PROBE_TOKENS,
     MAX_ATTEMPTS,
     CopyVerdict,
+    GenerationReport,
     SyntheticQueryGenerator,
     TeacherAnswers,
     copies_content,
@@ -404,7 +407,7 @@ def test_the_first_lane_the_teacher_stops_by_copying_spares_the_tenants_other_la
     tenant, other = tenant_env.add("told"), tenant_env.add("untold")
     first = run(tenant, "modality")
     assert first["rejected"] == {"copies_content": COPIES_BEFORE_STOP} and first["teacher_copied_in"] == ""
-    assert read_copy_verdict(tenant_env.artifacts, tenant).module == "modality"
+    assert [verdict.module for verdict in read_copy_verdicts(tenant_env.artifacts, tenant)] == ["modality"]
 
     told = run(tenant, "cross_modal")
     assert told["teacher_copied_in"] == "modality" and told["rejected"] == {"copies_content": COPIES_TO_CONFIRM}
@@ -412,7 +415,8 @@ def test_the_first_lane_the_teacher_stops_by_copying_spares_the_tenants_other_la
     assert told["lm_calls"] == told["copy_probes"]
     assert told["lm_calls"] + told["remembered_answers"] == COPIES_TO_CONFIRM
     assert "in this tenant's modality lane" in told["stopped"]
-    assert read_copy_verdict(tenant_env.artifacts, tenant).module == "modality"  # the first stop's, kept
+    # The told lane stopped too, so it keeps a verdict of its own beside the first stop's.
+    assert [v.module for v in read_copy_verdicts(tenant_env.artifacts, tenant)] == ["modality", "cross_modal"]
 
     untold = run(other, "cross_modal")  # another tenant's content: its lane finds out for itself
     assert untold["teacher_copied_in"] == "" and untold["rejected"] == {"copies_content": COPIES_BEFORE_STOP}
@@ -425,6 +429,29 @@ def test_the_first_lane_the_teacher_stops_by_copying_spares_the_tenants_other_la
     teacher["lm"] = CuttingLM({"`agrees`": {"agrees": True}, LOADING_DOCK: _written(own)}, adapter=dspy.JSONAdapter())
     writes = run(tenant, "routing")
     assert writes["teacher_copied_in"] == "modality" and writes["generated"] == 1  # the rest are duplicates of it
-    assert read_copy_verdict(tenant_env.artifacts, tenant) is None  # the teacher can write for this tenant
-    tenant_env.artifacts.path(tenant, COPY_VERDICT_FILE).write_text("{not json")
-    assert read_copy_verdict(tenant_env.artifacts, tenant) is None
+    assert read_copy_verdicts(tenant_env.artifacts, tenant) == []  # the teacher can write for this tenant
+    tenant_env.artifacts.path(tenant, "modality", COPY_VERDICT_FILE).write_text("{not json")
+    assert read_copy_verdicts(tenant_env.artifacts, tenant) == []
+
+
+def test_lanes_the_teacher_stops_together_keep_their_verdicts_and_one_accepted_request_clears_them(tenant_env):
+    artifacts, tenant = tenant_env.artifacts, tenant_env.add("together")
+    stopped = GenerationReport(requested=4, stopped="copied", consecutive_copies=5)
+    # Two lanes of one run read no verdict, both stop, and both write.
+    read = read_copy_verdicts(artifacts, tenant)
+    assert [copied_in_another_lane(read, module, "teacher") for module in ("modality", "cross_modal")] == [None] * 2
+    for module in ("modality", "cross_modal"):
+        update_copy_verdict(artifacts, tenant, module, "teacher", stopped)
+    verdicts = read_copy_verdicts(artifacts, tenant)
+    assert {verdict.module for verdict in verdicts} == {"modality", "cross_modal"}
+    assert copied_in_another_lane(verdicts, "routing", "teacher").module in {"modality", "cross_modal"}
+    assert copied_in_another_lane(verdicts, "modality", "teacher") is None  # its own kept answers cover it
+    assert copied_in_another_lane(verdicts, "routing", "another teacher") is None
+
+    # A verdict an earlier release wrote in the tenant's folder still tells, and is cleared with the rest.
+    artifacts.write_json(artifacts.path(tenant, COPY_VERDICT_FILE), CopyVerdict("teacher", "routing", 5).to_json())
+    assert len(read_copy_verdicts(artifacts, tenant)) == 3
+    update_copy_verdict(artifacts, tenant, "modality", "another teacher", GenerationReport(requested=4, accepted=1))
+    assert len(read_copy_verdicts(artifacts, tenant)) == 3  # another teacher writing says nothing of this one
+    update_copy_verdict(artifacts, tenant, "routing", "teacher", GenerationReport(requested=4, accepted=1))
+    assert read_copy_verdicts(artifacts, tenant) == []
