@@ -110,6 +110,22 @@ def wait_for_runs(
     raise TimeoutError(f"only {last} after {timeout_s:.0f}s")
 
 
+def cancel_queued_runs(instance: dg.DagsterInstance, tenants: list[str]) -> int:
+    """Cancel the sensor's runs for ``tenants`` still waiting in the queue (a lane's retry after its
+    gate blocked, requested while the demo waited); the number canceled. Left queued, the next
+    demo's daemon would run them before the lanes it waits for."""
+    waiting = instance.get_runs(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED],
+            tags={"trigger": "trace_threshold_sensor"},
+        )
+    )
+    canceled = [run for run in waiting if run.tags.get("tenant") in tenants]
+    for run in canceled:
+        instance.report_run_canceled(run, message="canceled when the demo ended")
+    return len(canceled)
+
+
 def outcomes(
     store: TenantConfigStore, artifacts: ArtifactStore, tenants: list[str], modules: list[str] | None = None
 ) -> list[LaneOutcome]:

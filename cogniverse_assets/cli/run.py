@@ -118,6 +118,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import time
 
     from cogniverse_assets.demo import (
+        cancel_queued_runs,
         format_table,
         outcomes,
         prepare_instance,
@@ -177,6 +178,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     finally:
         stop_daemon(daemon)
         stack_down()
+        if canceled := cancel_queued_runs(instance, list(settings)):
+            print(f"canceled {canceled} queued runs the sensor requested after the lanes above", flush=True)
     print()
     print(format_table(outcomes(store, artifacts, list(settings), args.module)))
     print(f"\ntotal wall time {time.monotonic() - started:.0f}s")
