@@ -20,7 +20,7 @@ import dspy
 import pandas as pd
 from dspy.utils.callback import BaseCallback
 
-from cogniverse_assets.modules.calibrated import CalibratedLabels, can_calibrate
+from cogniverse_assets.modules.calibrated import DEFAULT_MAX_CLASS_RECALL_DROP, CalibratedLabels, can_calibrate
 from cogniverse_assets.modules.demos import DEFAULT_DEMOS_PER_LABEL, DEFAULT_K, RetrievedDemos, class_medoid_demos
 from cogniverse_assets.modules.metrics import exact_match, feedback_metric
 from cogniverse_assets.modules.registry import RoutingModuleSpec
@@ -111,11 +111,13 @@ def compile_module(
     selection: pd.DataFrame | None = None,
     seed: int = 0,
     num_threads: int = 1,
+    max_class_recall_drop: float = DEFAULT_MAX_CLASS_RECALL_DROP,
 ) -> CompileResult:
     """Compile ``spec``'s unoptimized program with ``optimizer`` on the ``train`` rows.
 
     ``selection`` is only for optimizers that select among candidates (MIPROv2, GEPA) and must be
     carved out of the training data: the held-out validation split never reaches this function.
+    ``max_class_recall_drop`` is the tenant's promotion gate's, which ``calibrated`` fits within.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {OPTIMIZERS}")
@@ -125,7 +127,9 @@ def compile_module(
     if optimizer in DEMO_OPTIMIZERS:
         program, parameters = _choose_demos(spec, optimizer, train)
     elif optimizer in CALIBRATED_OPTIMIZERS:
-        program, parameters, scored = _calibrate(spec, optimizer, train, student_lm, adapter, seed)
+        program, parameters, scored = _calibrate(
+            spec, optimizer, train, student_lm, adapter, seed, max_class_recall_drop
+        )
         counter.calls += scored
     else:
         trainset = to_examples(spec, train)
@@ -152,7 +156,13 @@ def _choose_demos(spec: RoutingModuleSpec, optimizer: str, train: pd.DataFrame) 
 
 
 def _calibrate(
-    spec: RoutingModuleSpec, optimizer: str, train: pd.DataFrame, student_lm: dspy.LM, adapter: dspy.Adapter, seed: int
+    spec: RoutingModuleSpec,
+    optimizer: str,
+    train: pd.DataFrame,
+    student_lm: dspy.LM,
+    adapter: dspy.Adapter,
+    seed: int,
+    max_class_recall_drop: float,
 ) -> tuple[dspy.Module, dict, int]:
     """Fit the label bias on the local model's scores; the forward passes count as LM calls."""
     from cogniverse_resources import stack
@@ -169,7 +179,9 @@ def _calibrate(
     # The state read is the one a served module makes, so compile shares the process's loaded model.
     scorer = shared_scorer(stack.local_model_path()) if read_state else LocalLabelScorer(stack.local_model_path())
     calls_before = scorer.calls
-    program, parameters = CalibratedLabels.compile(spec, train, scorer, adapter, LOCAL_MODEL, seed, read_state)
+    program, parameters = CalibratedLabels.compile(
+        spec, train, scorer, adapter, LOCAL_MODEL, seed, read_state, max_class_recall_drop
+    )
     return program, parameters, scorer.calls - calls_before
 
 

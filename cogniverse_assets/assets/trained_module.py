@@ -73,6 +73,7 @@ def build_trained_module(spec: RoutingModuleSpec) -> dg.AssetsDefinition:
             lm.adapter(spec.prompt_layout),
             max_iterations=config.max_training_iterations,
             selection=selection,
+            max_class_recall_drop=config.promotion_max_class_recall_drop,
         )
         fast = train_fast_path(spec, train, lm_accuracy_estimate(plan["features"].get("deployed_accuracy")))
         summary = program_summary(result.program)

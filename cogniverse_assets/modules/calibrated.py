@@ -16,6 +16,14 @@ same examples, using the classifier's out-of-fold probabilities for them so the 
 how it does on queries it has not seen. Below the classifier's data floor the bias is served alone
 and the parameters say why.
 
+The fitted shift maximizes accuracy over the labels' mix, and can take a label's recall away to
+give more to others, which the promotion gate refuses beyond the tenant's
+``promotion_max_class_recall_drop`` (and which costs most where that label dominates the traffic:
+docs/benchmarks.md, "The bias when the traffic's label mix is not the labels'"). So ``calibrated``
+serves the fitted shift times the largest ``SHRINK_STEPS`` factor that keeps every label's recall
+on the fit examples within that drop of the unoptimized answers' (read from the same scores: no
+LM call); the parameters record the factor.
+
 ``calibrated_state`` (where the registry says so: routing) replaces the classifier's vote by a
 linear probe on the local LM's own hidden state at the scored position (``state_probe.py``),
 trained on up to ``STATE_PROBE_EXAMPLES`` gold-labeled training examples (one pass each, the label
@@ -53,6 +61,7 @@ from cogniverse_assets.modules.state_probe import StateProbe, fit_with_chosen_re
 from cogniverse_assets.modules.text_features import feature_text
 from cogniverse_resources.label_scorer import LocalLabelScorer, log_normalized, shared_scorer
 from cogniverse_resources.lm import LlamaCppJSONAdapter, checked_layout
+from cogniverse_resources.tenant import RoutingConfig
 
 if TYPE_CHECKING:  # the registry loads these programs, so it cannot be imported here at run time
     from cogniverse_assets.modules.registry import RoutingModuleSpec
@@ -63,6 +72,8 @@ MIN_FIT_EXAMPLES = 10
 FIT_STEPS = 2000
 # Keeps log p finite where the classifier gives a label no chance.
 PROBABILITY_FLOOR = 1e-9
+SHRINK_STEPS = tuple(round(1 - tenth / 10, 1) for tenth in range(11))  # 1.0, 0.9, ..., 0.0
+DEFAULT_MAX_CLASS_RECALL_DROP = RoutingConfig.model_fields["promotion_max_class_recall_drop"].default
 
 
 def can_calibrate(spec: RoutingModuleSpec) -> bool:
@@ -111,6 +122,20 @@ def fit_bias_and_weight(
         bias += 0.5 * residual.mean(axis=0)
         weight = max(0.0, weight + 0.2 * float((residual * classifier_log_probabilities).sum(axis=1).mean()))
     return bias - bias.mean(), weight
+
+
+def recall_drops_within(scores: np.ndarray, shift: np.ndarray, gold: np.ndarray, max_drop: float) -> bool:
+    """Whether adding ``shift`` to ``scores`` loses no label more than ``max_drop`` recall on these
+    examples (``gold``: label indices), against the unshifted answers."""
+    before = scores.argmax(axis=1) == gold
+    after = (scores + shift).argmax(axis=1) == gold
+    return all(before[gold == label].mean() - after[gold == label].mean() <= max_drop + 1e-9 for label in set(gold))
+
+
+def shrink_to_gate(scores: np.ndarray, shift: np.ndarray, gold: np.ndarray, max_drop: float) -> float:
+    """The largest ``SHRINK_STEPS`` factor t for which ``t * shift`` keeps every label's recall on
+    these examples within ``max_drop`` of the unshifted answers' (t = 0 always does)."""
+    return next(t for t in SHRINK_STEPS if recall_drops_within(scores, t * shift, gold, max_drop))
 
 
 def log_votes(probabilities: np.ndarray, classes: list[str], label_order: tuple[str, ...]) -> np.ndarray:
@@ -178,8 +203,10 @@ class CalibratedLabels(dspy.Module):
         model: str,
         seed: int = 0,
         read_state: bool = False,
+        max_class_recall_drop: float = DEFAULT_MAX_CLASS_RECALL_DROP,
     ) -> tuple["CalibratedLabels", dict]:
-        """``calibrated`` (``read_state`` False) or ``calibrated_state``, fitted on ``train``'s gold rows."""
+        """``calibrated`` (``read_state`` False) or ``calibrated_state``, fitted on ``train``'s gold rows;
+        ``calibrated``'s shift shrunk to keep within ``max_class_recall_drop`` (the tenant's gate)."""
         gold = gold_frame(train)
         if len(gold) < MIN_FIT_EXAMPLES:
             raise ValueError(
@@ -204,8 +231,10 @@ class CalibratedLabels(dspy.Module):
             bias = fit_bias(scores, labels, spec.labels)
         else:
             bias, weight = fit_bias_and_weight(scores, vote, labels, spec.labels)
+        gold_index = np.array([spec.labels.index(label) for label in labels])
+        shrink = shrink_to_gate(scores, bias + weight * vote, gold_index, max_class_recall_drop)
+        bias, weight = shrink * bias, shrink * weight
         program = cls(spec, dict(zip(spec.labels, bias)), dict(zip(spec.labels, tokens)), model, classifier, weight)
-        gold_index = [spec.labels.index(label) for label in labels]
         fitted = float(np.mean(scores.argmax(axis=1) == gold_index))
         shifted = float(np.mean((scores + bias + weight * vote).argmax(axis=1) == gold_index))
         parameters = {
@@ -215,6 +244,8 @@ class CalibratedLabels(dspy.Module):
             "bias": {label: round(float(value), 4) for label, value in zip(spec.labels, bias)},
             "classifier_weight": round(weight, 4),
             "classifier": classifier_note,
+            "shrunk_to_gate": shrink,
+            "max_class_recall_drop": max_class_recall_drop,
         }
         if read_state:
             parameters["state_probe"] = f"off: {state_note}"

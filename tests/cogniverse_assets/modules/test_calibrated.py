@@ -10,12 +10,15 @@ import pytest
 
 from cogniverse_assets.demo_data import load_queries
 from cogniverse_assets.modules.calibrated import (
+    SHRINK_STEPS,
     CalibratedLabels,
     answer_prefix,
     can_calibrate,
     classifier_and_fit_votes,
     fit_bias,
     fit_bias_and_weight,
+    recall_drops_within,
+    shrink_to_gate,
     state_probe_unavailable,
 )
 from cogniverse_assets.modules.demos import gold_frame
@@ -50,6 +53,39 @@ def test_the_fitted_bias_undoes_a_prior_shift_of_the_scores():
     before = (scores.argmax(axis=1) == gold).mean()
     after = ((scores + bias).argmax(axis=1) == gold).mean()
     assert after > before + 0.05
+
+
+def _label_trade() -> tuple[np.ndarray, np.ndarray]:
+    """A model that answers "a" to most "b" queries: the likeliest shift moves answers to "b" and,
+    on the way, takes some "a" queries with it."""
+    rng = np.random.default_rng(1)
+    gold = np.repeat([0, 1], 100)
+    evidence = rng.normal(0, 1, size=(200, 2))
+    evidence[np.arange(200), gold] += 1.0
+    return log_normalized(evidence + np.array([1.5, 0.0])), gold
+
+
+def test_the_shift_is_shrunk_until_no_label_loses_more_recall_than_the_gate_allows():
+    scores, gold = _label_trade()
+    bias = fit_bias(scores, ["ab"[i] for i in gold], ("a", "b"))
+    assert not recall_drops_within(scores, bias, gold, 0.10)  # the likeliest shift costs "a" too much
+    shrink = shrink_to_gate(scores, bias, gold, 0.10)
+    assert 0 < shrink < 1
+    assert recall_drops_within(scores, shrink * bias, gold, 0.10)
+    larger = SHRINK_STEPS[SHRINK_STEPS.index(shrink) - 1]
+    assert not recall_drops_within(scores, larger * bias, gold, 0.10)  # the largest factor that keeps within
+    before = (scores.argmax(axis=1) == gold).mean()
+    assert ((scores + shrink * bias).argmax(axis=1) == gold).mean() > before  # and it still lifts accuracy
+
+
+def test_a_shift_that_costs_no_label_recall_is_served_whole_and_no_drop_allowed_means_no_shift():
+    scores, gold = _label_trade()
+    bias = fit_bias(scores, ["ab"[i] for i in gold], ("a", "b"))
+    assert shrink_to_gate(scores, bias, gold, 1.0) == 1.0
+    # Allowed no drop at all, only a factor that moves no "a" answer away from "a" remains.
+    strict = shrink_to_gate(scores, bias, gold, 0.0)
+    assert recall_drops_within(scores, strict * bias, gold, 0.0)
+    assert strict < shrink_to_gate(scores, bias, gold, 0.10)
 
 
 def _scores_and_votes(classifier_signal: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -158,6 +194,7 @@ def test_calibrated_routing_beats_the_unoptimized_module_and_reloads_exactly(loc
     program = result.program
     assert result.lm_calls == result.parameters["fitted_on"] == 50
     assert result.parameters["fit_accuracy_after"] > result.parameters["fit_accuracy_before"]
+    assert result.parameters["shrunk_to_gate"] > 0 and result.parameters["max_class_recall_drop"] == 0.15
 
     queries = load_queries("eval")
     inputs = [ROUTING.inputs(row) for row in queries]
