@@ -38,7 +38,13 @@ from cogniverse_assets.fast_path import DEFAULT_LM_ACCURACY, FastPath, cascade_a
 from cogniverse_assets.modules.demos import class_medoid_demos
 from cogniverse_assets.modules.registry import ROUTING_MODULES, RoutingModuleSpec, get_module
 from cogniverse_assets.optimizers import DEMO_OPTIMIZERS, OPTIMIZERS, compile_module
-from cogniverse_assets.scoring import ProgramAnswers, answer_inputs, paired_comparison
+from cogniverse_assets.scoring import (
+    ProgramAnswers,
+    answer_inputs,
+    paired_comparison,
+    promotion_decision,
+    score_examples,
+)
 from cogniverse_resources import stack
 from cogniverse_resources.lm import LanguageModelResource
 from cogniverse_resources.paths import REPO_ROOT
@@ -72,6 +78,23 @@ class Row:
     lm_p95_ms: float
     vs_unoptimized: dict = field(default_factory=dict)
     cascade: dict = field(default_factory=dict)
+    gate: dict = field(default_factory=dict)  # the product's promotion gate (defaults) on this set
+
+
+def gate_note(gate: dict) -> str:
+    return f"; gate {'passes' if gate['passes'] else 'blocks'}: {gate['reasons'][-1]}" if gate else ""
+
+
+def gate_figures(spec: RoutingModuleSpec, data: EvalSet, answers: Answers, baseline: Answers) -> dict:
+    """What ``promotion_decision`` (the tenant defaults) says of the candidate against the unoptimized
+    module on ``data``; empty where a query accepts more than one label (no single gold for recall)."""
+    if any(len(accept) != 1 for accept in data.accept):
+        return {}
+    gold = [accept[0] for accept in data.accept]
+    candidate = score_examples(spec, gold, answers.labels, answers.latencies_ms, 0)
+    deployed = score_examples(spec, gold, baseline.labels, baseline.latencies_ms, 0)
+    passes, reasons, figures = promotion_decision(candidate, deployed)
+    return {"passes": passes, "reasons": reasons, "class_recall_drops": figures["class_recall_drops"]}
 
 
 def corpus_train_pool(spec: RoutingModuleSpec) -> pd.DataFrame:
@@ -242,6 +265,7 @@ def main() -> int:
                         float(np.percentile(answers.latencies_ms, 95)),
                         paired_comparison(correct, baseline[data.name].correct(data.accept), level=0.95).figures(),
                         cascade_figures(fast.fast_path, data, answers, baseline[data.name]),
+                        gate_figures(spec, data, answers, baseline[data.name]),
                     )
                     rows.append(row)
                     ci = row.vs_unoptimized["interval"]
@@ -253,7 +277,9 @@ def main() -> int:
                             f"; cascade {row.cascade['accuracy']:.3f} at {row.cascade['coverage']:.0%} fast"
                             if row.cascade
                             else ""
-                        ),
+                        )
+                        + gate_note(row.gate)
+                        + (f"; shrunk {result.parameters.get('shrunk_to_gate')}" if optimizer == "calibrated" else ""),
                         flush=True,
                     )
 
