@@ -20,10 +20,11 @@ import dspy
 import pandas as pd
 from dspy.utils.callback import BaseCallback
 
-from cogniverse_assets.modules.calibrated import DEFAULT_MAX_CLASS_RECALL_DROP, CalibratedLabels, can_calibrate
+from cogniverse_assets.modules.calibrated import CalibratedLabels, can_calibrate
 from cogniverse_assets.modules.demos import DEFAULT_DEMOS_PER_LABEL, DEFAULT_K, RetrievedDemos, class_medoid_demos
 from cogniverse_assets.modules.metrics import exact_match, feedback_metric
 from cogniverse_assets.modules.registry import RoutingModuleSpec
+from cogniverse_resources.tenant import DEFAULT_PROMOTION_MAX_CLASS_RECALL_DROP
 
 DEMO_OPTIMIZERS = ("knn", "labeled")
 DSPY_OPTIMIZERS = ("bootstrap", "mipro", "simba", "gepa")
@@ -111,7 +112,7 @@ def compile_module(
     selection: pd.DataFrame | None = None,
     seed: int = 0,
     num_threads: int = 1,
-    max_class_recall_drop: float = DEFAULT_MAX_CLASS_RECALL_DROP,
+    max_class_recall_drop: float = DEFAULT_PROMOTION_MAX_CLASS_RECALL_DROP,
 ) -> CompileResult:
     """Compile ``spec``'s unoptimized program with ``optimizer`` on the ``train`` rows.
 

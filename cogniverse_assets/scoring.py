@@ -20,12 +20,13 @@ from cogniverse_assets.fast_path import MAX_CASCADE_LOSS, FastPath, cascade_answ
 from cogniverse_assets.modules.calibrated import CalibratedLabels
 from cogniverse_assets.modules.registry import RoutingModuleSpec
 from cogniverse_assets.optimizers import LMUsage
+from cogniverse_resources.tenant import DEFAULT_PROMOTION_MAX_CLASS_RECALL_DROP, DEFAULT_PROMOTION_MIN_GAIN
 
 MIN_N_FOR_INTERVAL = 30
 BOOTSTRAP_SAMPLES = 2000
 INTERVAL = 0.90
-DEFAULT_MIN_GAIN = 0.01
-DEFAULT_MAX_CLASS_RECALL_DROP = 0.15
+DEFAULT_MIN_GAIN = DEFAULT_PROMOTION_MIN_GAIN
+DEFAULT_MAX_CLASS_RECALL_DROP = DEFAULT_PROMOTION_MAX_CLASS_RECALL_DROP
 
 
 @dataclass

@@ -16,6 +16,9 @@ from cogniverse_resources.optimization_window import OptimizationWindow, time_zo
 from cogniverse_resources.redaction import has_userinfo
 
 TENANT_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# The promotion gate's defaults, also what scoring and the calibrated optimizer use when not told.
+DEFAULT_PROMOTION_MIN_GAIN = 0.01
+DEFAULT_PROMOTION_MAX_CLASS_RECALL_DROP = 0.15
 
 OptimizerPreference = Literal[
     "auto", "knn", "labeled", "calibrated", "calibrated_state", "bootstrap", "mipro", "simba", "gepa"
@@ -63,8 +66,8 @@ class RoutingConfig(BaseModel):
     min_trace_confidence: float = Field(0.7, ge=0.0, le=1.0)
     # Promotion gate: required accuracy gain over the deployed module, and the largest recall loss
     # on any one class that a candidate may have.
-    promotion_min_gain: float = Field(0.01, ge=0.0, le=1.0)
-    promotion_max_class_recall_drop: float = Field(0.15, ge=0.0, le=1.0)
+    promotion_min_gain: float = Field(DEFAULT_PROMOTION_MIN_GAIN, ge=0.0, le=1.0)
+    promotion_max_class_recall_drop: float = Field(DEFAULT_PROMOTION_MAX_CLASS_RECALL_DROP, ge=0.0, le=1.0)
     # A tenant whose traces live in its own Phoenix (data residency, a dedicated deployment);
     # None = the shared Phoenix server. Set it to "" to go back to the shared one.
     phoenix_endpoint: str | None = Field(None, pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2048)

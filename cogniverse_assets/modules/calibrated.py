@@ -61,7 +61,7 @@ from cogniverse_assets.modules.state_probe import StateProbe, fit_with_chosen_re
 from cogniverse_assets.modules.text_features import feature_text
 from cogniverse_resources.label_scorer import LocalLabelScorer, log_normalized, shared_scorer
 from cogniverse_resources.lm import LlamaCppJSONAdapter, checked_layout
-from cogniverse_resources.tenant import RoutingConfig
+from cogniverse_resources.tenant import DEFAULT_PROMOTION_MAX_CLASS_RECALL_DROP
 
 if TYPE_CHECKING:  # the registry loads these programs, so it cannot be imported here at run time
     from cogniverse_assets.modules.registry import RoutingModuleSpec
@@ -73,7 +73,6 @@ FIT_STEPS = 2000
 # Keeps log p finite where the classifier gives a label no chance.
 PROBABILITY_FLOOR = 1e-9
 SHRINK_STEPS = tuple(round(1 - tenth / 10, 1) for tenth in range(11))  # 1.0, 0.9, ..., 0.0
-DEFAULT_MAX_CLASS_RECALL_DROP = RoutingConfig.model_fields["promotion_max_class_recall_drop"].default
 
 
 def can_calibrate(spec: RoutingModuleSpec) -> bool:
@@ -203,7 +202,7 @@ class CalibratedLabels(dspy.Module):
         model: str,
         seed: int = 0,
         read_state: bool = False,
-        max_class_recall_drop: float = DEFAULT_MAX_CLASS_RECALL_DROP,
+        max_class_recall_drop: float = DEFAULT_PROMOTION_MAX_CLASS_RECALL_DROP,
     ) -> tuple["CalibratedLabels", dict]:
         """``calibrated`` (``read_state`` False) or ``calibrated_state``, fitted on ``train``'s gold rows;
         ``calibrated``'s shift shrunk to keep within ``max_class_recall_drop`` (the tenant's gate)."""
